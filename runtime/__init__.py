@@ -1,0 +1,1 @@
+"""Realtime avatar GPU service: text -> speech -> talking-head mp4."""

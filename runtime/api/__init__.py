@@ -1,0 +1,1 @@
+"""HTTP layer: request schemas and routes. Never touches a model directly."""

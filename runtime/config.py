@@ -1,0 +1,63 @@
+"""Every environment variable the service reads, typed, in one place."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+AvatarBackendName = Literal["auto", "liveportrait", "sadtalker", "meshwarp"]
+TTSEngineName = Literal["auto", "piper", "coqui"]
+DeviceName = Literal["cuda", "mps", "cpu"]
+
+
+class Settings(BaseSettings):
+    """Read from the environment (and `.env` in the working directory); names are case-insensitive."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Backends and device
+    avatar_backend: AvatarBackendName = "auto"
+    tts_engine: TTSEngineName = "auto"
+    use_cuda: bool = True  # false forbids cuda even when one is present
+    device: Optional[DeviceName] = None  # forces a device; fails at startup if it is not available
+    pytorch_enable_mps_fallback: bool = True
+    models_dir: Path = PACKAGE_DIR / "pretrained_weights"
+
+    # TTS voices
+    piper_voice: str = "en_US-joe-medium"
+    piper_voices_dir: Optional[Path] = None  # extra Piper voices: <name>.onnx + <name>.onnx.json
+    coqui_model: Optional[str] = None
+    coqui_model_path: Optional[Path] = None
+    coqui_config_path: Optional[Path] = None
+
+    # HTTP
+    host: str = "0.0.0.0"
+    port: int = Field(8001, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Request limits: every one of them is a 4xx when exceeded
+    max_text_chars: int = Field(2000, ge=1)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=10_000)  # checked from the header, before decoding
+    max_output_side: int = Field(1024, ge=64)  # larger portraits are scaled down to this
+    min_face_side: int = Field(48, ge=16)  # smaller faces cannot be animated
+    max_audio_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_audio_seconds: float = Field(120.0, gt=0)
+    default_fps: int = Field(25, ge=1, le=60)
+    max_fps: int = Field(60, ge=1, le=120)
+    max_pending_requests: int = Field(32, ge=1)  # beyond this, /generate answers 503
+
+    # Encoding
+    x264_preset: str = "veryfast"
+    x264_crf: int = Field(20, ge=0, le=51)
+
+    default_avatar: Path = PACKAGE_DIR / "assets" / "default_avatar.png"
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment; a bad value raises a ValidationError naming the valid ones."""
+    return Settings(**overrides)

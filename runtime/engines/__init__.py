@@ -1,0 +1,1 @@
+"""Our own inference code for each backend's networks."""

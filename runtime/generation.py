@@ -1,0 +1,251 @@
+"""The orchestrator: request -> TTS (speech) -> avatar backend (frames) -> encoder (mp4).
+
+It knows neither HTTP nor any model's internals. One generation runs on the device at a time;
+others wait in line (up to Settings.max_pending_requests, then ServiceBusyError).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .config import Settings
+from .device import DeviceChoice
+from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError
+from .media.audio import Speech, decode_audio, frame_count, pad_to_frames
+from .media.encode import encode_mp4
+from .media.portrait import load_portrait_file
+from .models.base import AnimationOptions, AvatarBackend
+from .models.factory import BackendSelection
+from .tts.base import TTSEngine
+from .tts.factory import TTSSelection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationRequest:
+    """A validated request; image and audio are still undecoded file bytes."""
+
+    text: str = ""
+    image: Optional[bytes] = None
+    audio: Optional[bytes] = None
+    speaker_wav: Optional[bytes] = None
+    voice: Optional[str] = None
+    fps: int = 25
+    options: AnimationOptions = field(default_factory=AnimationOptions)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+
+@dataclass
+class GenerationResult:
+    path: Path
+    request_id: str
+    backend: str
+    tts_engine: str
+    frames: int
+    duration: float
+    width: int
+    height: int
+    seconds: dict[str, float]  # tts, animation, encoding, total
+
+
+class _TimedFrames:
+    """Runs the backend's frame iterator in a thread, a few frames ahead of the encoder, so that
+    animation and encoding overlap; counts the seconds the backend itself spends."""
+
+    _DONE = object()
+
+    def __init__(self, frames: Iterator[np.ndarray], ahead: int = 8):
+        self._frames = frames
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self.busy_seconds = 0.0
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._produce, daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    frame = next(self._frames)
+                except StopIteration:
+                    break
+                finally:
+                    self.busy_seconds += time.perf_counter() - started
+                self._queue.put(frame)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self.error = exc
+        finally:
+            self._queue.put(self._DONE)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.05)
+
+
+class GenerationService:
+    def __init__(
+        self,
+        settings: Settings,
+        device: DeviceChoice,
+        tts: TTSEngine,
+        tts_selection: TTSSelection,
+        avatar: AvatarBackend,
+        avatar_selection: BackendSelection,
+    ):
+        self.settings = settings
+        self.device = device
+        self.tts = tts
+        self.tts_selection = tts_selection
+        self.avatar = avatar
+        self.avatar_selection = avatar_selection
+        self._device_lock = threading.Lock()  # one generation on the device at a time
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._default_portrait: Optional[np.ndarray] = None
+        self.completed = 0
+        self.failed = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def default_portrait(self) -> np.ndarray:
+        if self._default_portrait is None:
+            self._default_portrait = load_portrait_file(self.settings.default_avatar, self.settings.max_output_side)
+        return self._default_portrait
+
+    def _portrait(self, request: GenerationRequest) -> np.ndarray:
+        from .media.portrait import decode_portrait
+
+        if request.image is None:
+            return self.default_portrait()
+        s = self.settings
+        return decode_portrait(
+            request.image, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, max_output_side=s.max_output_side
+        )
+
+    def _speech(self, request: GenerationRequest) -> Speech:
+        s = self.settings
+        if request.audio is not None:
+            speech = decode_audio(request.audio, max_seconds=s.max_audio_seconds, max_bytes=s.max_audio_bytes)
+            if np.max(np.abs(speech.samples)) < 1e-4:
+                raise InvalidAudioError("the audio is silent")
+            return speech
+        text = request.text.strip()
+        if not text:
+            raise InvalidTextError("text is empty; send text to speak, or audio")
+        if len(text) > s.max_text_chars:
+            raise InvalidTextError(f"text is {len(text)} characters; the limit is {s.max_text_chars}")
+        speaker = None
+        if request.speaker_wav is not None:
+            speaker = decode_audio(request.speaker_wav, max_seconds=30.0, max_bytes=s.max_audio_bytes)
+        speech = self.tts.synthesize(text, voice=request.voice, speaker_wav=speaker)
+        if speech.duration > s.max_audio_seconds:
+            raise InvalidTextError(
+                f"the text makes {speech.duration:.0f} s of speech; the limit is {s.max_audio_seconds:g} s"
+            )
+        return speech
+
+    def generate(self, request: GenerationRequest, workdir: Optional[Path] = None) -> GenerationResult:
+        """Run the whole job (blocking). Raises UserInputError for bad input, ServiceBusyError when full."""
+        with self._pending_lock:
+            if self._pending >= self.settings.max_pending_requests:
+                raise ServiceBusyError(f"{self._pending} requests are already waiting; try again shortly")
+            self._pending += 1
+        try:
+            result = self._generate(request, workdir)
+            self.completed += 1
+            return result
+        except BaseException:
+            self.failed += 1
+            raise
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
+    def _generate(self, request: GenerationRequest, workdir: Optional[Path]) -> GenerationResult:
+        started = time.perf_counter()
+        portrait = self._portrait(request)
+        speech = self._speech(request)  # TTS runs outside the device lock: it uses the CPU
+        tts_done = time.perf_counter()
+        speech = pad_to_frames(speech, request.fps)
+        expected = frame_count(speech.duration, request.fps)
+        workdir = workdir or Path(tempfile.mkdtemp(prefix="avatar-"))
+        path = workdir / f"{request.request_id}.mp4"
+        with self._device_lock:
+            waited = time.perf_counter()
+            frames = _TimedFrames(self.avatar.animate(portrait, speech, request.fps, request.options))
+            try:
+                encoded = encode_mp4(
+                    frames, speech, request.fps, path,
+                    preset=self.settings.x264_preset, crf=self.settings.x264_crf, expected_frames=expected,
+                )
+            finally:
+                frames.close()
+        finished = time.perf_counter()
+        pipeline = finished - waited
+        seconds = {
+            "tts": tts_done - started,
+            "animation": frames.busy_seconds,
+            "encoding": max(0.0, pipeline - frames.busy_seconds),
+            "queue": waited - tts_done,
+            "total": finished - started,
+        }
+        log.info(
+            "request %s: %d frames (%.2f s) with %s in %.2f s (tts %.2f, animation %.2f, encoding %.2f)",
+            request.request_id, encoded.frames, encoded.duration, self.avatar.name, seconds["total"],
+            seconds["tts"], seconds["animation"], seconds["encoding"],
+        )
+        return GenerationResult(
+            path=path,
+            request_id=request.request_id,
+            backend=self.avatar.name,
+            tts_engine=self.tts_selection.loaded,
+            frames=encoded.frames,
+            duration=encoded.duration,
+            width=encoded.width,
+            height=encoded.height,
+            seconds=seconds,
+        )
+
+    def health(self) -> dict:
+        """The seed's /health shape, plus detail."""
+        return {
+            "status": "healthy",
+            "device": self.device.name,
+            "avatar_backend": self.avatar.name,
+            "models": {"tts": True, "avatar": True, "avatar_backend": self.avatar.name},
+            "detail": {
+                "device": {"selected": self.device.name, "reason": self.device.reason,
+                           "requested": self.settings.device, "use_cuda": self.settings.use_cuda},
+                "avatar": {**self.avatar_selection.as_dict(), **self.avatar.describe()},
+                "tts": {**self.tts_selection.as_dict(), **self.tts.describe()},
+                "queue": {"pending": self._pending, "limit": self.settings.max_pending_requests},
+                "requests": {"completed": self.completed, "failed": self.failed},
+            },
+        }

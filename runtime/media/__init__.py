@@ -1,0 +1,1 @@
+"""Shared media code: speech, audio features, face landmarks, portraits, mp4 encoding."""

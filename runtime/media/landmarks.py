@@ -1,0 +1,143 @@
+"""Face landmarks with MediaPipe (its wheel ships the models: nothing is downloaded).
+
+The face-mesh's own detector is short-range and misses faces that fill a small part of a wide or
+tall image, so the face is found first with the full-range detector and the mesh runs on a crop
+around it. Points come back in pixel coordinates of the full image.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NoFaceError
+
+# MediaPipe face-mesh indices (canonical 468-point topology; 468-477 are the irises).
+INNER_LIP_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
+INNER_LIP_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+OUTER_LIP_UPPER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
+OUTER_LIP_LOWER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+# Eyelids as (upper, lower) pairs along each eye, inner corner excluded; image-left eye first.
+EYELID_PAIRS = [
+    ([246, 161, 160, 159, 158, 157, 173], [7, 163, 144, 145, 153, 154, 155]),
+    ([466, 388, 387, 386, 385, 384, 398], [249, 390, 373, 374, 380, 381, 382]),
+]
+# Skin fold above each upper lid, matching EYELID_PAIRS point by point.
+EYELID_CREASES = [[247, 30, 29, 27, 28, 56, 190], [467, 260, 259, 257, 258, 286, 414]]
+EYE_CORNERS = [(33, 133), (263, 362)]
+UPPER_LIP_MID, LOWER_LIP_MID = 13, 14  # inner-lip midpoints
+MOUTH_CORNERS = (61, 291)
+FOREHEAD_TOP, CHIN_BOTTOM = 10, 152
+NOSE_TIP = 1
+
+
+@dataclass(frozen=True)
+class FaceLandmarks:
+    """points: (478, 2) float32, x/y pixels in the full image; depth: (478,) float32, pixels, smaller is
+    nearer the camera (MediaPipe's z, relative to the face centre); box: (x0, y0, x1, y1) of the detected face."""
+
+    points: np.ndarray
+    depth: np.ndarray
+    box: tuple[int, int, int, int]
+
+    @property
+    def face_height(self) -> float:
+        """Forehead-top to chin distance in pixels."""
+        return float(np.linalg.norm(self.points[FOREHEAD_TOP] - self.points[CHIN_BOTTOM]))
+
+    def lip_gap(self) -> float:
+        """Inner-lip opening divided by face height (0 for a closed mouth)."""
+        return float(np.linalg.norm(self.points[UPPER_LIP_MID] - self.points[LOWER_LIP_MID])) / self.face_height
+
+
+def _solutions():
+    import mediapipe as mp
+
+    return mp.solutions
+
+
+class FaceLocator:
+    """Finds the most prominent face and its 478 mesh points; safe to share between threads."""
+
+    def __init__(self, min_face_side: int = 48, min_confidence: float = 0.5):
+        solutions = _solutions()
+        self._lock = threading.Lock()  # MediaPipe graphs are not re-entrant
+        self._detector = solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+        self._mesh = solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=min_confidence
+        )
+        self.min_face_side = min_face_side
+
+    def close(self) -> None:
+        self._detector.close()
+        self._mesh.close()
+
+    def detect_box(self, image: np.ndarray) -> tuple[int, int, int, int]:
+        """Box (x0, y0, x1, y1) of the largest face in an RGB uint8 image; NoFaceError if none."""
+        boxes = self._detect_boxes(image, 0, 0)
+        if not boxes:
+            # The detector sees a 192 px thumbnail of the whole image: in a long image a face may shrink
+            # below what it finds, so look again in overlapping square tiles along the long side.
+            for x0, y0, tile in _square_tiles(image):
+                boxes += self._detect_boxes(tile, x0, y0)
+        if not boxes:
+            raise NoFaceError("no human face was found in the portrait")
+        box = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+        if min(box[2] - box[0], box[3] - box[1]) < self.min_face_side:
+            raise NoFaceError(
+                f"the face is too small to animate ({box[2] - box[0]}x{box[3] - box[1]} px; "
+                f"at least {self.min_face_side} px is needed)"
+            )
+        return box
+
+    def _detect_boxes(self, image: np.ndarray, offset_x: int, offset_y: int) -> list[tuple[int, int, int, int]]:
+        height, width = image.shape[:2]
+        with self._lock:
+            result = self._detector.process(np.ascontiguousarray(image))
+        boxes = []
+        for detection in result.detections or []:
+            rel = detection.location_data.relative_bounding_box
+            x0, y0 = max(0, int(rel.xmin * width)), max(0, int(rel.ymin * height))
+            x1, y1 = min(width, int((rel.xmin + rel.width) * width)), min(height, int((rel.ymin + rel.height) * height))
+            if x1 > x0 and y1 > y0:
+                boxes.append((x0 + offset_x, y0 + offset_y, x1 + offset_x, y1 + offset_y))
+        return boxes
+
+    def locate(self, image: np.ndarray) -> FaceLandmarks:
+        """478 landmarks of the largest face in an RGB uint8 image; NoFaceError if there is none."""
+        box = self.detect_box(image)
+        crop_box = square_around(box, image.shape, scale=2.0)
+        x0, y0, x1, y1 = crop_box
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        with self._lock:
+            result = self._mesh.process(crop)
+        if not result.multi_face_landmarks:
+            raise NoFaceError("a face-like region was found but no face mesh fits it")
+        mesh = result.multi_face_landmarks[0].landmark
+        normalized = np.array([(p.x, p.y, p.z) for p in mesh], dtype=np.float32)
+        points = normalized[:, :2] * np.array([x1 - x0, y1 - y0], dtype=np.float32) + np.array([x0, y0], dtype=np.float32)
+        depth = normalized[:, 2] * (x1 - x0)  # MediaPipe scales z like x
+        return FaceLandmarks(points=points, depth=depth, box=box)
+
+
+def _square_tiles(image: np.ndarray):
+    """Overlapping square tiles (side = the short side) along the long side: (x0, y0, tile)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    if max(height, width) < 1.5 * side:
+        return
+    length = max(height, width)
+    for start in range(0, length - side // 2, side // 2):
+        start = min(start, length - side)
+        yield (start, 0, image[:, start:start + side]) if width > height else (0, start, image[start:start + side])
+
+
+def square_around(box: tuple[int, int, int, int], shape: tuple[int, ...], scale: float) -> tuple[int, int, int, int]:
+    """A square `scale` times the box's longer side around its centre, clipped to the image."""
+    height, width = shape[:2]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = max(box[2] - box[0], box[3] - box[1]) * scale / 2
+    return (max(0, int(cx - half)), max(0, int(cy - half)), min(width, int(cx + half)), min(height, int(cy + half)))

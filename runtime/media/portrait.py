@@ -1,0 +1,70 @@
+"""Portrait images: decoding with limits checked before any pixel is decoded."""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageTooLargeError, InvalidImageError, UserInputError
+
+_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
+
+
+def decode_base64_field(value: str, field: str, max_bytes: int, error: type[UserInputError]) -> bytes:
+    """Strict base64 (a data: URL prefix is allowed) -> bytes, refusing oversized payloads before decoding."""
+    text = _DATA_URL.sub("", value.strip(), count=1)
+    text = "".join(text.split())  # line breaks are common in base64 tools' output
+    if len(text) * 3 // 4 > max_bytes + 3:
+        raise error(f"{field} is larger than the limit of {max_bytes} bytes", status_code=413)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise error(f"{field} is not valid base64: {exc}") from exc
+    if not data:
+        raise error(f"{field} is empty")
+    return data
+
+
+def decode_portrait(data: bytes, *, max_bytes: int, max_pixels: int, max_output_side: int) -> np.ndarray:
+    """Image file bytes -> (H, W, 3) RGB uint8, upright (EXIF), at most max_output_side on its longer
+    side, with even sides (H.264 needs them). Greyscale and alpha images become plain RGB."""
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"image is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+            if min(width, height) < 32:
+                raise InvalidImageError(f"image is {width}x{height} pixels; at least 32x32 is needed")
+            image = ImageOps.exif_transpose(image)
+            image.load()
+    except (ImageTooLargeError, InvalidImageError):
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImageError(f"image could not be read as a picture: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
+        raise InvalidImageError(f"image is damaged: {exc}") from exc
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        image = background
+    image = image.convert("RGB")
+    scale = min(1.0, max_output_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize((max(2, round(image.width * scale)), max(2, round(image.height * scale))), Image.LANCZOS)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return np.ascontiguousarray(pixels[: pixels.shape[0] // 2 * 2, : pixels.shape[1] // 2 * 2])
+
+
+def load_portrait_file(path: Path, max_output_side: int = 1024) -> np.ndarray:
+    data = path.read_bytes()
+    return decode_portrait(data, max_bytes=len(data), max_pixels=10**9, max_output_side=max_output_side)

@@ -1,0 +1,1 @@
+"""Avatar backends behind one interface, and the factory that picks one."""
