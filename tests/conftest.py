@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.config import PACKAGE_DIR
+
+from .server import RunningServer, start_server
+
+
+@pytest.fixture(scope="session")
+def default_server(tmp_path_factory) -> RunningServer:
+    """The service on the embedded default, as `./scripts/serve.sh` starts it (empty MODELS_DIR)."""
+    models = tmp_path_factory.mktemp("no-models")
+    with start_server(MODELS_DIR=str(models)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """The bundled default portrait, (512, 512, 3) RGB uint8."""
+    from PIL import Image
+
+    return np.asarray(Image.open(PACKAGE_DIR / "assets" / "default_avatar.png").convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def face_locator():
+    from runtime.media.landmarks import FaceLocator
+
+    locator = FaceLocator()
+    yield locator
+    locator.close()
