@@ -49,7 +49,9 @@ def decode_portrait(data: bytes, *, max_bytes: int, max_pixels: int, max_output_
             image.load()
     except (ImageTooLargeError, InvalidImageError):
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own pixel guard
+        raise ImageTooLargeError(f"image has too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
         raise InvalidImageError(f"image could not be read as a picture: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
         raise InvalidImageError(f"image is damaged: {exc}") from exc

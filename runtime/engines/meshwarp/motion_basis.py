@@ -14,6 +14,7 @@ BASES = ("jaw", "lip_round", "blink", "head_pitch", "head_yaw", "head_roll")
 
 _UPPER_LIP_LIFT = 0.12  # the upper lip rises a little as the jaw drops
 _JAW_FOLLOW = 0.85  # the chin travels slightly less than the lower lip
+BLINK_WARP_SHARE = 0.5  # of a blink's travel done by warping; the animator paints the rest of the lid
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -63,13 +64,12 @@ def lip_round(points: np.ndarray, face_height: float) -> np.ndarray:
 
 
 def blink(points: np.ndarray, face_height: float) -> np.ndarray:
-    """(478, 2) displacement of closed eyes: each upper-lid point meets its lower-lid partner."""
+    """(478, 2) displacement of a full blink's warp: the lids travel BLINK_WARP_SHARE of the way."""
     displacement = np.zeros_like(points)
     for (upper, lower), crease in zip(lm.EYELID_PAIRS, lm.EYELID_CREASES):
         gap = points[lower] - points[upper]
-        displacement[upper] = 0.92 * gap
-        displacement[lower] = -0.08 * gap
-        displacement[crease] = 0.45 * gap  # the skin above the lid follows it down
+        displacement[upper] = BLINK_WARP_SHARE * gap
+        displacement[crease] = 0.5 * BLINK_WARP_SHARE * gap  # the skin above the lid follows it down
     return displacement
 
 

@@ -1,0 +1,85 @@
+"""Every mistake a client can make is a 4xx naming the problem, and the server keeps serving."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .server import png_base64, start_server
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A real PNG of the given size, small on the wire (a flat image compresses to almost nothing)."""
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = {
+    "empty text": ({"text": ""}, 422, "invalid_text"),
+    "blank text": ({"text": "   \n\t "}, 422, "invalid_text"),
+    "over-long text": ({"text": "word " * 1000}, 422, "invalid_text"),
+    "text of the wrong type": ({"text": 42}, 422, "invalid_request"),
+    "fps of the wrong type": ({"text": "hi", "fps": "fast"}, 422, "invalid_request"),
+    "fps out of range": ({"text": "hi", "fps": 0}, 422, "invalid_request"),
+    "unknown field": ({"text": "hi", "colour": "blue"}, 422, "invalid_request"),
+    "image not base64": ({"text": "hi", "image": "this is *not* base64!"}, 422, "invalid_image"),
+    "image not an image": ({"text": "hi", "image": base64.b64encode(b"just some bytes" * 20).decode()}, 422, "invalid_image"),
+    "truncated image": ({"text": "hi", "image": None}, 422, "invalid_image"),  # filled in below
+    "absurdly large image": ({"text": "hi", "image": None}, 413, "image_too_large"),  # filled in below
+    "audio not audio": ({"text": "hi", "audio": base64.b64encode(b"RIFF....WAVEfmt garbage" * 30).decode()}, 422, "invalid_audio"),
+    "audio not base64": ({"audio": "%%%"}, 422, "invalid_audio"),
+    "unknown voice": ({"text": "hi", "voice": "nobody"}, 422, "unknown_voice"),
+}
+
+
+@pytest.fixture(scope="module")
+def small_limits_server(tmp_path_factory):
+    with start_server(MODELS_DIR=str(tmp_path_factory.mktemp("none")), MAX_TEXT_CHARS="500",
+                      MAX_IMAGE_PIXELS="4000000") as server:
+        yield server
+
+
+def _body(name: str, astronaut: np.ndarray) -> dict:
+    body = dict(BAD_REQUESTS[name][0])
+    if name == "truncated image":
+        png = base64.b64decode(png_base64(astronaut))
+        body["image"] = base64.b64encode(png[: len(png) // 2]).decode()
+    if name == "absurdly large image":
+        body["image"] = base64.b64encode(_png_header_claiming(20000, 20000)).decode()
+    return body
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_input_is_a_named_4xx_and_the_next_request_works(small_limits_server, astronaut, name):
+    _, status, error = BAD_REQUESTS[name]
+    with small_limits_server.client() as client:
+        response = client.post("/generate", json=_body(name, astronaut))
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert body["error"] == error, body
+        assert body["detail"]
+    assert small_limits_server.alive()
+
+
+def test_broken_json_and_wrong_content(small_limits_server):
+    with small_limits_server.client() as client:
+        broken = client.post("/generate", content=b'{"text": "hi"', headers={"content-type": "application/json"})
+        not_object = client.post("/generate", json=["hi"])
+        bad_form = client.post("/generate", data={"text": "hi", "fps": "-3"})
+    assert broken.status_code == 400 and broken.json()["error"] == "invalid_json"
+    assert not_object.status_code == 400
+    assert bad_form.status_code == 422 and "fps" in bad_form.json()["detail"]
+
+
+def test_a_good_request_after_all_the_bad_ones_succeeds(small_limits_server, astronaut):
+    with small_limits_server.client() as client:
+        for name in BAD_REQUESTS:
+            client.post("/generate", json=_body(name, astronaut))
+        response = client.post("/generate", json={"text": "Still here, still talking."})
+        health = client.get("/health").json()
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    assert health["status"] == "healthy"

@@ -1,0 +1,61 @@
+"""Users send their own portraits: anywhere in the frame, any colour mode, small or tall."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.media.lipsync import measure_lip_sync
+
+from .server import png_base64, save_mp4
+
+
+def _off_centre_in_wide(astronaut):
+    canvas = np.full((600, 1400, 3), (90, 120, 150), np.uint8)
+    canvas[60:572, 820:1332] = astronaut
+    return canvas
+
+
+def _greyscale(astronaut):
+    return np.asarray(Image.fromarray(astronaut).convert("L"))
+
+
+def _small(astronaut):
+    return np.asarray(Image.fromarray(astronaut[30:330, 70:370]).resize((200, 200), Image.LANCZOS))
+
+
+def _portrait_orientation(astronaut):
+    canvas = np.full((900, 512, 3), 235, np.uint8)
+    canvas[300:812] = astronaut
+    return canvas
+
+
+@pytest.mark.parametrize("make", [_off_centre_in_wide, _greyscale, _small, _portrait_orientation])
+def test_custom_portrait_is_animated_whole(default_server, astronaut, tmp_path, make):
+    portrait = make(astronaut)
+    with default_server.client() as client:
+        response = client.post("/generate", json={"text": "Look, this is my own photo.", "image": png_base64(portrait)})
+    path = save_mp4(response, tmp_path)
+    report = measure_lip_sync(path)
+    assert report.face_frames == report.frames
+    assert abs(report.video_duration - report.audio_duration) <= 0.1
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        height, width = portrait.shape[:2]
+        if max(height, width) <= 1024:  # larger portraits are scaled down to MAX_OUTPUT_SIDE (1024)
+            assert (stream.width, stream.height) == (width - width % 2, height - height % 2)
+        else:
+            assert max(stream.width, stream.height) in (1023, 1024)
+            assert abs(stream.width / stream.height - width / height) < 0.01
+
+
+def test_photo_without_a_human_face_is_refused(default_server):
+    from skimage.data import chelsea  # a cat
+
+    with default_server.client() as client:
+        response = client.post("/generate", json={"text": "Meow.", "image": png_base64(chelsea())})
+    assert response.status_code == 422
+    assert response.json()["error"] == "no_face"
+    assert "face" in response.json()["detail"]
