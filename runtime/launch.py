@@ -1,0 +1,80 @@
+"""Start the service as a subprocess and wait until /health answers: used by tests and benchmarks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout: the server runs from here
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{port}"
+
+    def client(self, timeout: float = 300.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self) -> dict:
+        with self.client() as client:
+            return client.get("/health").json()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@contextmanager
+def start_server(startup_timeout: float = 180.0, **env: str) -> Iterator[RunningServer]:
+    """Run `python -m runtime.gpu_service` with env overrides on a free port until the block ends."""
+    port = free_port()
+    log_file = tempfile.NamedTemporaryFile(prefix="avatar-server-", suffix=".log", delete=False)
+    environment = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime.gpu_service"], cwd=REPO, env=environment,
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    server = RunningServer(process, port, Path(log_file.name))
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-4000:]}")
+            try:
+                if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become healthy in {startup_timeout} s:\n{server.log()[-4000:]}")
+            time.sleep(0.3)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log_file.close()
