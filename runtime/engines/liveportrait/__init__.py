@@ -1,0 +1,1 @@
+"""Our LivePortrait inference engine: the human-portrait networks on the official checkpoints, driven by speech."""

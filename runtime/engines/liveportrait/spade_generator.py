@@ -1,0 +1,182 @@
+"""G, the SPADE decoder: warped features -> the 512x512 animated crop.
+
+The official checkpoint stores its residual convs spectrally normalized (`weight_orig`,
+`weight_u`, `weight_v`); `checkpoints.fold_spectral_norm` turns them into plain weights at load
+time, so this module holds ordinary convs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SpadeConfig
+
+SPADE_HIDDEN = 128
+LEAKY_SLOPE = 0.2
+INSTANCE_NORM_EPS = 1e-5
+
+
+def instance_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Parameter-free instance norm over (H, W), statistics in fp32, result in x's dtype and memory
+    format (F.instance_norm would return channels-last inputs as NCHW, costing a transpose per call)."""
+    var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+    return (x - mean.to(x.dtype)) * torch.rsqrt(var + INSTANCE_NORM_EPS).to(x.dtype)
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive norm: instance_norm(x) * (1 + gamma(seg)) + beta(seg).
+
+    x (B, C, H, W); seg (B, S, h, w) is resized (nearest) to H x W first.
+    """
+
+    def __init__(self, channels: int, label_channels: int):
+        super().__init__()
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_channels, SPADE_HIDDEN, kernel_size=3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(SPADE_HIDDEN, channels, kernel_size=3, padding=1)
+        self.mlp_beta = nn.Conv2d(SPADE_HIDDEN, channels, kernel_size=3, padding=1)
+
+    def hidden(self, seg: torch.Tensor) -> torch.Tensor:
+        return self.mlp_shared(seg)
+
+    def modulate(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return instance_normalize(x) * (1 + self.mlp_gamma(hidden)) + self.mlp_beta(hidden)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+        return self.modulate(x, self.hidden(seg))
+
+
+class SPADEResnetBlock(nn.Module):
+    """x_s + conv_1(lrelu(SPADE_1(conv_0(lrelu(SPADE_0(x)))))); x_s is x or conv_s(SPADE_s(x)) when widths differ."""
+
+    def __init__(self, fin: int, fout: int, label_channels: int):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        self.conv_0 = nn.Conv2d(fin, fmiddle, kernel_size=3, padding=1)
+        self.conv_1 = nn.Conv2d(fmiddle, fout, kernel_size=3, padding=1)
+        self.norm_0 = SPADE(fin, label_channels)
+        self.norm_1 = SPADE(fmiddle, label_channels)
+        if self.learned_shortcut:
+            self.conv_s = nn.Conv2d(fin, fout, kernel_size=1, bias=False)
+            self.norm_s = SPADE(fin, label_channels)
+
+    def spades(self) -> list[SPADE]:
+        return [self.norm_0, self.norm_1] + ([self.norm_s] if self.learned_shortcut else [])
+
+    def forward_with_hidden(self, x: torch.Tensor, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """Same as forward, with each SPADE's hidden map (B, 128, H, W) already computed."""
+        shortcut = self.conv_s(self.norm_s.modulate(x, hidden[2])) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0.modulate(x, hidden[0]), LEAKY_SLOPE))
+        dx = self.conv_1(F.leaky_relu(self.norm_1.modulate(dx, hidden[1]), LEAKY_SLOPE))
+        return shortcut + dx
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+        return self.forward_with_hidden(x, [spade.hidden(seg) for spade in self.spades()])
+
+
+def _concat_convs(convs: list[nn.Conv2d]) -> nn.Conv2d:
+    """One conv computing several same-input convs at once (outputs concatenated on channels)."""
+    first = convs[0]
+    fused = nn.Conv2d(first.in_channels, sum(c.out_channels for c in convs), kernel_size=first.kernel_size,
+                      padding=first.padding).to(first.weight.device, first.weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([c.weight for c in convs]))
+        fused.bias.copy_(torch.cat([c.bias for c in convs]))
+    return fused
+
+
+def _split_channels(hidden: torch.Tensor) -> list[torch.Tensor]:
+    """Per-SPADE hidden maps from the shared conv's output, each dense in the input's memory format
+    (a channel slice of a channels-last tensor is strided, which slows the convs reading it)."""
+    memory_format = torch.channels_last if hidden.is_contiguous(memory_format=torch.channels_last) \
+        and not hidden.is_contiguous() else torch.contiguous_format
+    return [part.contiguous(memory_format=memory_format) for part in hidden.split(SPADE_HIDDEN, dim=1)]
+
+
+class SPADEDecoder(nn.Module):
+    """(B, 256, 64, 64) warped features -> (B, 3, 512, 512) RGB in [0, 1].
+
+    fc widens to 512; six SPADE residual blocks at 64x64; two upsampling blocks to 256x256;
+    a 3x3 conv to 12 channels and a pixel shuffle give 512x512.
+    """
+
+    def __init__(self, config: SpadeConfig | None = None):
+        super().__init__()
+        config = config or SpadeConfig()
+        self.config = config
+        width = config.input_channels  # 256, also the SPADE label channels
+        self.fc = nn.Conv2d(width, 2 * width, kernel_size=3, padding=1)
+        for i in range(6):
+            setattr(self, f"G_middle_{i}", SPADEResnetBlock(2 * width, 2 * width, width))
+        self.up_0 = SPADEResnetBlock(2 * width, width, width)
+        self.up_1 = SPADEResnetBlock(width, config.out_channels, width)
+        # '.0' is the official key of this conv: it sits first in a (conv, pixel shuffle) pair.
+        self.conv_img = nn.Sequential(nn.Conv2d(config.out_channels, 3 * config.upscale**2, kernel_size=3, padding=1),
+                                      nn.PixelShuffle(config.upscale))
+        self._fused: dict[str, nn.Module] | None = None
+
+    def middle_blocks(self) -> list[SPADEResnetBlock]:
+        return [getattr(self, f"G_middle_{i}") for i in range(6)]
+
+    def fuse(self) -> None:
+        """Inference fusion: every SPADE that reads the segmap at one resolution shares one conv
+        for its hidden layer (one wide GEMM instead of up to twelve narrow ones). Exact up to rounding."""
+        if self._fused is not None:
+            return
+        middle_spades = [s for block in self.middle_blocks() for s in block.spades()]
+        fused = nn.ModuleDict({
+            "middle_shared": _concat_convs([s.mlp_shared[0] for s in middle_spades]),
+            "up_0_shared": _concat_convs([s.mlp_shared[0] for s in self.up_0.spades()]),
+            "up_1_shared": _concat_convs([s.mlp_shared[0] for s in self.up_1.spades()]),
+        })
+        all_spades = middle_spades + self.up_0.spades() + self.up_1.spades()
+        # gamma and beta stay two convs: chunks of one fused output would be strided views in
+        # channels-last memory, and the elementwise kernels reading them fall off the fast path.
+        self._fused = fused
+        self._fused_spades = all_spades
+
+    def _fused_modulate(self, index: int, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        spade = self._fused_spades[index]
+        gamma, beta = spade.mlp_gamma(hidden), spade.mlp_beta(hidden)
+        normalized = instance_normalize(x)
+        return torch.addcmul(normalized + beta, normalized, gamma)
+
+    def _fused_block(self, block: SPADEResnetBlock, x: torch.Tensor, hidden: list[torch.Tensor],
+                     first_index: int) -> torch.Tensor:
+        if block.learned_shortcut:
+            shortcut = block.conv_s(self._fused_modulate(first_index + 2, x, hidden[2]))
+        else:
+            shortcut = x
+        dx = block.conv_0(F.leaky_relu(self._fused_modulate(first_index, x, hidden[0]), LEAKY_SLOPE))
+        dx = block.conv_1(F.leaky_relu(self._fused_modulate(first_index + 1, dx, hidden[1]), LEAKY_SLOPE))
+        return shortcut + dx
+
+    def _forward_fused(self, feature: torch.Tensor) -> torch.Tensor:
+        seg = feature
+        x = self.fc(feature)
+        hidden = _split_channels(F.relu(self._fused["middle_shared"](seg)))
+        index = 0
+        for block in self.middle_blocks():
+            x = self._fused_block(block, x, list(hidden[index:index + 2]), index)
+            index += 2
+        for name, block in (("up_0", self.up_0), ("up_1", self.up_1)):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            seg_up = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+            block_hidden = _split_channels(F.relu(self._fused[f"{name}_shared"](seg_up)))
+            x = self._fused_block(block, x, list(block_hidden), index)
+            index += 3
+        return torch.sigmoid(self.conv_img(F.leaky_relu(x, LEAKY_SLOPE)))
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        if self._fused is not None:
+            return self._forward_fused(feature)
+        seg = feature
+        x = self.fc(feature)
+        for block in self.middle_blocks():
+            x = block(x, seg)
+        x = self.up_0(F.interpolate(x, scale_factor=2, mode="nearest"), seg)
+        x = self.up_1(F.interpolate(x, scale_factor=2, mode="nearest"), seg)
+        return torch.sigmoid(self.conv_img(F.leaky_relu(x, LEAKY_SLOPE)))

@@ -1,0 +1,161 @@
+"""W, the warping module: dense motion from sparse keypoints, then warp the appearance volume.
+
+Given the source volume f_s and the source / driving keypoints x_s, x_d, it predicts for every
+voxel a soft assignment to 21 keypoint motions plus the identity (background), blends them
+into a dense backward flow, samples f_s along it, and masks occluded regions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv, normalized_grid_3d
+from .config import DenseMotionConfig, WarpingConfig
+from .grid_sample import grid_sample_3d
+
+KEYPOINT_VARIANCE = 0.01  # width of the gaussian heatmaps, in normalized units squared
+
+
+def keypoint_heatmaps(keypoints: torch.Tensor, identity_grid: torch.Tensor) -> torch.Tensor:
+    """Gaussian bumps: keypoints (B, K, 3), identity_grid (D, H, W, 3) -> (B, K, D, H, W)."""
+    offset = identity_grid[None, None] - keypoints[:, :, None, None, None, :]
+    return torch.exp(-0.5 * offset.pow(2).sum(-1) / KEYPOINT_VARIANCE)
+
+
+class DenseMotionNetwork(nn.Module):
+    """(f_s (B, 32, D, H, W), x_d (B, K, 3), x_s (B, K, 3)) -> flow (B, D, H, W, 3), occlusion (B, 1, H, W)."""
+
+    def __init__(self, config: DenseMotionConfig, num_kp: int, feature_channel: int):
+        super().__init__()
+        self.num_kp = num_kp
+        in_features = (num_kp + 1) * (config.compress + 1)
+        self.hourglass = Hourglass(config.block_expansion, in_features, config.num_blocks, config.max_features)
+        self.mask = nn.Conv3d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
+        self.compress = nn.Conv3d(feature_channel, config.compress, kernel_size=1)
+        self.norm = nn.BatchNorm3d(config.compress, affine=True)
+        self.occlusion = nn.Conv2d(self.hourglass.out_filters * config.reshape_depth, 1, kernel_size=7, padding=3)
+        self.norm_folded = False
+        # Set by use_stacked_mask_conv(); a buffer so it follows .to(), not saved in state dicts.
+        self.register_buffer("stacked_mask_weight", None, persistent=False)
+
+    def use_stacked_mask_conv(self) -> None:
+        """Compute the 7x7x7 mask conv as one 2-D conv over depth slices (experimental speed path).
+
+        W[o, c, kd, ky, kx] becomes a 2-D weight with 7 x 22 outputs, one block per depth tap;
+        each depth slice is convolved once and the taps are summed with their depth shifts. Same
+        arithmetic, but a GEMM 154 outputs wide instead of 22, which tensor cores fill better."""
+        weight = self.mask.weight.detach()  # (n_out, C, k, k, k)
+        n_out, channels, k = weight.shape[0], weight.shape[1], weight.shape[2]
+        stacked = weight.permute(2, 0, 1, 3, 4).reshape(k * n_out, channels, k, k)
+        if not weight.is_contiguous():  # keep the memory format the module was given
+            stacked = stacked.contiguous(memory_format=torch.channels_last)
+        self.register_buffer("stacked_mask_weight", stacked, persistent=False)
+
+    def mask_logits(self, prediction: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) hourglass output -> (B, 1+K, D, H, W) assignment logits."""
+        if self.stacked_mask_weight is None:
+            return self.mask(prediction)
+        batch, channels, depth, height, width = prediction.shape
+        k = self.mask.kernel_size[0]
+        pad = k // 2
+        n_out = self.mask.out_channels
+        weight = self.stacked_mask_weight
+        slices = prediction.transpose(1, 2).reshape(batch * depth, channels, height, width)
+        per_tap = F.conv2d(slices, weight, padding=pad).reshape(batch, depth, k, n_out, height, width)
+        # out[z] = sum_kd tap_kd(slice z + kd - pad): pad depth with zeros, sum the shifted taps.
+        per_tap = F.pad(per_tap, (0, 0, 0, 0, 0, 0, 0, 0, pad, pad))
+        logits = per_tap[:, 0:depth, 0]
+        for tap in range(1, k):
+            logits = logits + per_tap[:, tap:tap + depth, tap]
+        logits = logits + self.mask.bias.to(logits.dtype)[None, None, :, None, None]
+        return logits.transpose(1, 2)  # (B, n_out, D, H, W)
+
+    def fold_norm(self) -> None:
+        self.hourglass.fold_norm()
+        if not self.norm_folded:
+            fold_batchnorm_into_conv(self.compress, self.norm)
+            self.norm_folded = True
+
+    def sparse_motions(self, identity_grid: torch.Tensor, kp_driving: torch.Tensor,
+                       kp_source: torch.Tensor) -> torch.Tensor:
+        """Candidate backward flows: identity, then grid - x_d[k] + x_s[k] -> (B, 1+K, D, H, W, 3)."""
+        batch = kp_driving.shape[0]
+        shift = (kp_source - kp_driving)[:, :, None, None, None, :]
+        per_keypoint = identity_grid[None, None] + shift
+        background = identity_grid[None, None].expand(batch, 1, *identity_grid.shape)
+        return torch.cat([background, per_keypoint], dim=1)
+
+    def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor):
+        """Convs run in the weights' dtype; coordinates, sampling and the softmax stay fp32
+        (a half-precision flow would move features by a quarter voxel)."""
+        compute_dtype = self.compress.weight.dtype
+        batch, _, depth, height, width = feature.shape
+        compressed = self.compress(feature.to(compute_dtype))
+        if not self.norm_folded:
+            compressed = self.norm(compressed)
+        compressed = F.relu(compressed).float()  # (B, 4, D, H, W)
+        channels = compressed.shape[1]
+        kp_driving, kp_source = kp_driving.float(), kp_source.float()
+        identity = normalized_grid_3d(depth, height, width, device=feature.device, dtype=torch.float32)
+
+        # 1. Warp the compressed volume by each candidate motion.
+        motions = self.sparse_motions(identity, kp_driving, kp_source)  # (B, 1+K, D, H, W, 3)
+        n_motions = motions.shape[1]
+        repeated = compressed.unsqueeze(1).expand(batch, n_motions, channels, depth, height, width)
+        deformed = grid_sample_3d(repeated.reshape(batch * n_motions, channels, depth, height, width),
+                                  motions.reshape(batch * n_motions, depth, height, width, 3))
+        deformed = deformed.view(batch, n_motions, channels, depth, height, width)
+
+        # 2. Where each keypoint moved to and from: difference of gaussians, zero for the background.
+        heat = keypoint_heatmaps(kp_driving, identity) - keypoint_heatmaps(kp_source, identity)
+        heat = torch.cat([heat.new_zeros(batch, 1, depth, height, width), heat], dim=1).unsqueeze(2)
+
+        # 3. Predict the per-voxel soft assignment and the occlusion map.
+        hourglass_in = torch.cat([heat, deformed], dim=2).reshape(batch, -1, depth, height, width)
+        hourglass_in = hourglass_in.to(compute_dtype, memory_format=_memory_format_of(self.mask.weight))
+        prediction = self.hourglass(hourglass_in)
+        assignment = F.softmax(self.mask_logits(prediction).float(), dim=1)  # (B, 1+K, D, H, W)
+        # sum_k a_k (grid + shift_k) = grid + sum_k a_k shift_k: the assignment sums to 1 and the
+        # background's shift is 0, so the blend is a (1+K) x 3 product per voxel, not a 6-D sum.
+        shifts = torch.cat([kp_source.new_zeros(batch, 1, 3), kp_source - kp_driving], dim=1)  # (B, 1+K, 3)
+        flow = identity + torch.einsum("bkdhw,bkc->bdhwc", assignment, shifts)
+        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(batch, -1, height, width)).float())
+        return flow, occlusion
+
+
+def _memory_format_of(weight: torch.Tensor) -> torch.memory_format:
+    if weight.dim() == 5 and weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous():
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+class WarpingNetwork(nn.Module):
+    """(f_s (B, 32, 16, 64, 64), x_d (B, 21, 3), x_s (B, 21, 3)) -> warped features (B, 256, 64, 64).
+
+    Output dtype is the weights' dtype (fp32 as loaded; half after `.to(torch.float16)`)."""
+
+    def __init__(self, config: WarpingConfig | None = None):
+        super().__init__()
+        config = config or WarpingConfig()
+        self.config = config
+        self.dense_motion_network = DenseMotionNetwork(config.dense_motion, config.num_kp, config.reshape_channel)
+        width = config.block_expansion * 2**config.num_down_blocks
+        self.third = ConvNormAct(config.max_features, width, dims=2, leaky=True)
+        self.fourth = nn.Conv2d(width, width, kernel_size=1)
+
+    def fold_norm(self) -> None:
+        """Merge every BatchNorm that follows a conv into it (inference only)."""
+        self.dense_motion_network.fold_norm()
+        self.third.fold_norm()
+
+    def forward(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+        flow, occlusion = self.dense_motion_network(feature_3d, kp_driving, kp_source)
+        warped = grid_sample_3d(feature_3d.float(), flow)  # (B, 32, 16, 64, 64)
+        batch, channels, depth, height, width = warped.shape
+        compute_dtype = self.fourth.weight.dtype
+        warped = warped.reshape(batch, channels * depth, height, width).to(compute_dtype)
+        if self.third.conv.weight.is_contiguous(memory_format=torch.channels_last) and not self.third.conv.weight.is_contiguous():
+            warped = warped.contiguous(memory_format=torch.channels_last)
+        out = self.fourth(self.third(warped))
+        return out * occlusion.to(compute_dtype)

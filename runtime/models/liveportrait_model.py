@@ -1,0 +1,100 @@
+"""LivePortrait backend: our engine on the official checkpoints, driven by speech.
+
+Per portrait (cached by image hash): MediaPipe landmarks, the aligned crop, F and M, the
+source keypoints and eye / lip open ratios. Per request: the shared speech motion ->
+every frame's driving keypoints at once -> batched W + G -> frames pasted into the portrait.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+from ..media.audio import Speech
+from .base import AnimationOptions, AvatarBackend, PortraitCache
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..device import DeviceChoice
+    from ..engines.liveportrait.engine import LivePortraitEngine, PreparedSource
+    from ..media.landmarks import FaceLocator
+
+log = logging.getLogger(__name__)
+
+
+class LivePortraitBackend(AvatarBackend):
+    name = "liveportrait"
+    display_name = "LivePortrait"
+
+    def __init__(self, engine: LivePortraitEngine, locator: FaceLocator, load_seconds: float):
+        self.engine = engine
+        self.locator = locator
+        self.load_seconds = load_seconds
+        self._sources: PortraitCache[PreparedSource] = PortraitCache(capacity=16)
+        self._device_lock = threading.Lock()  # one clip renders at a time; the device is one resource
+
+    @classmethod
+    def load(cls, settings: Settings, device: DeviceChoice) -> LivePortraitBackend:
+        started = time.perf_counter()
+        if not device.torch_available:
+            raise BackendUnavailable("torch is not installed (install the 'engines' extra)")
+        try:
+            from ..engines.liveportrait.checkpoints import CheckpointError, missing_files
+            from ..engines.liveportrait.engine import LivePortraitEngine, warm_up
+            from ..media.landmarks import FaceLocator
+        except ImportError as error:
+            raise BackendUnavailable(f"cannot import the LivePortrait engine: {error}") from error
+        weights = settings.models_dir / "liveportrait"
+        absent = missing_files(weights)
+        if absent:
+            raise BackendUnavailable(
+                "missing LivePortrait checkpoint(s): " + ", ".join(str(path) for path in absent)
+                + " (run scripts/setup_liveportrait.sh)"
+            )
+        try:
+            engine = LivePortraitEngine.load(weights, device.name)
+        except CheckpointError as error:
+            raise BackendUnavailable(str(error)) from error
+        if device.name == "cuda":
+            warm_up(engine)
+        locator = FaceLocator(min_face_side=settings.min_face_side)
+        seconds = time.perf_counter() - started
+        log.info("LivePortrait ready on %s (%s, batch %d) in %.1f s", device.name, engine.precision,
+                 engine.batch_size, seconds)
+        return cls(engine, locator, seconds)
+
+    def _prepare(self, portrait: np.ndarray) -> PreparedSource:
+        landmarks = self.locator.locate(portrait)  # NoFaceError when there is no usable face
+        with self._device_lock:
+            return self.engine.prepare_source(portrait, landmarks.points)
+
+    def animate(self, portrait: np.ndarray, speech: Speech, fps: int,
+                options: AnimationOptions = AnimationOptions()) -> Iterator[np.ndarray]:  # noqa: B008 (frozen)
+        """Eager: the face is found (or NoFaceError raised) before this returns; frames come lazily."""
+        from ..engines.liveportrait.driving import driving_targets
+        from ..media.speech_motion import face_motion
+
+        source = self._sources.get_or_compute(portrait, self._prepare)
+        targets = driving_targets(face_motion(speech, fps), source.eye_ratios,
+                                  expression_scale=options.expression_scale, still=options.still)
+        with self._device_lock:
+            kp_driving = self.engine.driving_keypoints(source, targets)
+        return self._frames(source, kp_driving)
+
+    def _frames(self, source: PreparedSource, kp_driving) -> Iterator[np.ndarray]:
+        with self._device_lock:
+            yield from self.engine.render(source, kp_driving)
+
+    def describe(self) -> dict:
+        return {
+            "device": str(self.engine.device),
+            "precision": self.engine.precision,
+            "batch_size": self.engine.batch_size,
+            "load_seconds": round(self.load_seconds, 2),
+            "cached_portraits": len(self._sources),
+        }

@@ -1,0 +1,57 @@
+"""Half-precision rendering on CUDA against fp32 (skipped without a GPU).
+
+Stated tolerance: on the 512x512 render in [0, 1], mean absolute error <= 2e-3 and maximum
+<= 5e-2 for fp16 and bf16 alike (bf16's 8-bit mantissa dominates the maximum)."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.engines.liveportrait import crop as crop_ops
+from runtime.engines.liveportrait.checkpoints import load_networks
+from runtime.engines.liveportrait.engine import LivePortraitEngine, PreparedSource
+from runtime.engines.liveportrait.keypoints import SourceMotion
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+MEAN_TOLERANCE = 2e-3
+MAX_TOLERANCE = 5e-2
+
+
+@pytest.fixture(scope="module")
+def networks():
+    from .liveportrait_checkpoints import shared_random_models_dir
+
+    return load_networks(shared_random_models_dir(seed=0) / "liveportrait")
+
+
+def _render(networks, precision: str, stacked_mask_conv: bool = False) -> torch.Tensor:
+    engine = LivePortraitEngine(copy.deepcopy(networks), torch.device("cuda"), precision=precision, batch_size=4,
+                                stacked_mask_conv=stacked_mask_conv)
+    rng = np.random.default_rng(0)
+    portrait = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(1, 32, 16, 64, 64, generator=generator).cuda()
+    image = torch.rand(1, 3, 256, 256, generator=generator).cuda()
+    with torch.no_grad():
+        motion = SourceMotion.from_network(engine.networks.motion(image))
+    transform = crop_ops.CropTransform(np.eye(3), np.eye(3))
+    source = PreparedSource(portrait, transform, feature, motion, motion.keypoints(), 0.05,
+                            np.array([0.3, 0.3], np.float32), engine._paste_back(portrait, transform))
+    kp_driving = source.kp_source + 0.03 * torch.randn(4, 21, 3, generator=generator).cuda()
+    return engine.render_crops(source, kp_driving).float()
+
+
+@pytest.mark.parametrize(("precision", "stacked_mask_conv"), [("fp16", False), ("bf16", False), ("fp16", True)],
+                         ids=["fp16", "bf16", "fp16-stacked-mask-conv"])
+def test_half_precision_render_matches_fp32(networks, precision, stacked_mask_conv):
+    reference = _render(networks, "fp32")
+    half = _render(networks, precision, stacked_mask_conv)
+    error = (half - reference).abs()
+    print(f"{precision}{' stacked mask conv' if stacked_mask_conv else ''} vs fp32: mean abs {error.mean().item():.2e}, max abs {error.max().item():.2e}")
+    assert reference.std() > 1e-3
+    assert error.mean().item() <= MEAN_TOLERANCE, error.mean().item()
+    assert error.max().item() <= MAX_TOLERANCE, error.max().item()

@@ -1,0 +1,39 @@
+"""A user's story on the cpu: the service started with AVATAR_BACKEND=liveportrait and a MODELS_DIR
+holding (random-weight) official checkpoints serves LivePortrait and returns a right-length mp4.
+
+The full 512 px decoder costs ~20 s a frame on two cpu cores, so the request is a short text at
+2 frames/s: a couple of rendered frames, enough to run the whole path end to end."""
+from __future__ import annotations
+
+import pytest
+
+from runtime.media.lipsync import read_audio, video_duration
+
+from .liveportrait_checkpoints import shared_random_models_dir
+from .server import save_mp4, start_server
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def liveportrait_server():
+    with start_server(startup_timeout=300, AVATAR_BACKEND="liveportrait", DEVICE="cpu",
+                      MODELS_DIR=str(shared_random_models_dir(seed=0))) as server:
+        yield server
+
+
+def test_health_reports_liveportrait(liveportrait_server):
+    health = liveportrait_server.health()
+    assert health["avatar_backend"] == "liveportrait"
+    assert health["models"]["avatar"] is True
+    assert health["models"]["avatar_backend"] == "liveportrait"
+
+
+def test_generate_returns_an_mp4_as_long_as_the_speech(liveportrait_server, tmp_path):
+    with liveportrait_server.client(timeout=600) as client:
+        response = client.post("/generate", json={"text": "Hi.", "fps": 2})
+    path = save_mp4(response, tmp_path)
+    _, _, audio_seconds = read_audio(path)
+    assert audio_seconds > 0.2
+    assert abs(video_duration(path) - audio_seconds) <= 0.5  # one frame at 2 fps
+    assert response.headers["x-avatar-backend"] == "liveportrait"
