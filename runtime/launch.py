@@ -45,13 +45,14 @@ class RunningServer:
 
 
 @contextmanager
-def start_server(startup_timeout: float = 180.0, **env: str) -> Iterator[RunningServer]:
-    """Run `python -m runtime.gpu_service` with env overrides on a free port until the block ends."""
+def start_server(startup_timeout: float = 180.0, python: str = sys.executable, **env: str) -> Iterator[RunningServer]:
+    """Run `python -m runtime.gpu_service` (this interpreter unless `python` names another venv's)
+    with env overrides on a free port until the block ends."""
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="avatar-server-", suffix=".log", delete=False)
     environment = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", **env}
     process = subprocess.Popen(
-        [sys.executable, "-m", "runtime.gpu_service"], cwd=REPO, env=environment,
+        [python, "-m", "runtime.gpu_service"], cwd=REPO, env=environment,
         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )
     server = RunningServer(process, port, Path(log_file.name))

@@ -6,13 +6,13 @@
 #   scripts/install.sh --dev      everything the test suite needs (engines on the CPU build of torch, references)
 #
 # Environment: VENV (default .venv), PYTHON (default python3), AVATAR_BACKEND, TTS_ENGINE,
-# TORCH_VERSION (default 2.13.0; the engines' torch, installed pinned so pip never picks a build for you).
+# TORCH_VERSION (the torch installed, pinned so pip never picks a build for you: default 2.13.0, or
+# 2.9.1 with TTS_ENGINE=coqui, whose torchaudio exists for that torch only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 
@@ -26,6 +26,11 @@ esac
 [[ "${TTS_ENGINE:-auto}" == "coqui" ]] && extras+=(coqui)
 if (( DEV )); then extras+=(engines dev); fi
 extras_csv=$(printf '%s\n' "${extras[@]}" | sort -u | paste -sd, -)
+if [[ ",$extras_csv," == *",coqui,"* ]]; then
+  TORCH_VERSION=${TORCH_VERSION:-2.9.1}
+else
+  TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+fi
 
 # Skip the whole install when nothing it depends on changed since the last one.
 stamp_key=$(cat pyproject.toml scripts/install.sh scripts/test-references.txt 2>/dev/null | sha256sum | cut -c1-16)
@@ -41,7 +46,7 @@ fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
 
-if [[ ",$extras_csv," == *",engines,"* ]] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+if [[ ",$extras_csv," == *",engines,"* || ",$extras_csv," == *",coqui,"* ]] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "Installing torch==$TORCH_VERSION"
   "${pip[@]}" install -q "torch==$TORCH_VERSION"
 fi
