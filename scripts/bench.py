@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
+from bench_tts import measure_tts  # noqa: E402  (scripts/ is on the path when run as a script)
 from runtime.launch import start_server  # noqa: E402
 
 TEN_SECONDS_OF_SPEECH = (
@@ -30,24 +31,6 @@ TEN_SECONDS_OF_SPEECH = (
     "the rivers that run down from them, and the small towns along their banks, where people still bake bread "
     "the way their grandparents did."
 )
-
-
-def tts_real_time_factor(text: str, repeats: int = 3) -> dict:
-    """The configured TTS engine alone, loaded here: seconds of compute per second of speech."""
-    from runtime.config import load_settings
-    from runtime.device import select_device
-    from runtime.tts.factory import load_tts_engine
-
-    settings = load_settings()
-    engine, _ = load_tts_engine(settings, select_device(settings))
-    engine.synthesize("Warm up.")
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        speech = engine.synthesize(text)
-        timings.append(time.perf_counter() - started)
-    seconds = statistics.median(timings)
-    return {"tts_engine": engine.name, "tts_only_seconds": round(seconds, 3), "tts_rtf": round(seconds / speech.duration, 4)}
 
 
 def main() -> None:
@@ -85,8 +68,9 @@ def main() -> None:
         "total_seconds": round(median["total"], 3),
         "http_seconds": round(median["http_seconds"], 3),
         "rtf": round(median["http_seconds"] / median["speech_seconds"], 3),
-        **tts_real_time_factor(args.text),
     }
+    tts = measure_tts(args.text)
+    result.update(tts_engine=tts["engine"], tts_only_seconds=tts["seconds"], tts_rtf=tts["rtf"])
     print(json.dumps(result))
 
 

@@ -30,13 +30,8 @@ TEXT = (
 )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Real-time factor of the configured TTS engine")
-    parser.add_argument("--text", default=TEXT)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--voice", default=None, help="a voice of the engine (default: its default voice)")
-    options = parser.parse_args()
-
+def measure_tts(text: str = TEXT, repeat: int = 3, voice: str | None = None) -> dict:
+    """Load the configured engine as the service does and time it; the JSON fields above."""
     from runtime.config import load_settings
     from runtime.device import select_device
     from runtime.tts.factory import load_tts_engine
@@ -47,18 +42,18 @@ def main() -> int:
     engine, selection = load_tts_engine(settings, device)
     load_seconds = time.perf_counter() - started
 
-    engine.synthesize(options.text, voice=options.voice)  # warm-up: first-call allocations, caches
+    engine.synthesize(text, voice=voice)  # warm-up: first-call allocations, caches
     times, speech = [], None
-    for _ in range(max(1, options.repeat)):
+    for _ in range(max(1, repeat)):
         started = time.perf_counter()
-        speech = engine.synthesize(options.text, voice=options.voice)
+        speech = engine.synthesize(text, voice=voice)
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
     described = engine.describe()
-    print(json.dumps({
+    return {
         "engine": engine.name,
         "model": described.get("model", described.get("voice")),
-        "voice": options.voice or engine.default_voice,
+        "voice": voice or engine.default_voice,
         "device": device.name,
         "seconds": round(seconds, 4),
         "speech_seconds": round(speech.duration, 3),
@@ -67,9 +62,19 @@ def main() -> int:
         "repeat": len(times),
         "requested": selection.requested,
         "fallback_reason": selection.fallback_reason,
-    }))
-    if selection.fallback_reason:
-        print(f"the requested engine did not load: {selection.fallback_reason}", file=sys.stderr)
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Real-time factor of the configured TTS engine")
+    parser.add_argument("--text", default=TEXT)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--voice", default=None, help="a voice of the engine (default: its default voice)")
+    options = parser.parse_args()
+    result = measure_tts(options.text, options.repeat, options.voice)
+    print(json.dumps(result))
+    if result["fallback_reason"]:
+        print(f"the requested engine did not load: {result['fallback_reason']}", file=sys.stderr)
         return 2
     return 0
 
