@@ -9,17 +9,25 @@ SPADE decoder G (512x512 out), paste into a 512x512 portrait, frames copied to h
              the way upstream's pipeline drives them: one frame at a time under fp16 autocast.
 
 Random weights unless --models-dir points at real checkpoints (speed does not depend on them).
-Needs no MediaPipe: the source is synthetic. Example:
+Needs no MediaPipe: the source is synthetic. Examples:
     python scripts/bench_liveportrait.py --frames 512 --batch-sizes 16 32 64
+    # eager (the original configuration, every speed flag off), + stacked mask conv, + aligned
+    # channels, both; the fastest of them compiled; accuracy against fp32; per-conv timings of W;
+    # restart cost with a filled compile cache; compile alone; kernel profile of the compiled run:
+    python scripts/bench_liveportrait.py --precisions fp16 --batch-sizes 32 --frames 256 --stacked-mask-conv \
+        --align-channels --compile --accuracy --conv-micro --compile-restart --profile-compiled \
+        --skip-upstream --time-budget-s 150
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +40,7 @@ from runtime.engines.liveportrait import crop as crop_ops
 from runtime.engines.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
 from runtime.engines.liveportrait.checkpoints import LivePortraitNetworks, load_networks
 from runtime.engines.liveportrait.driving import DrivingTargets
-from runtime.engines.liveportrait.engine import LivePortraitEngine, PreparedSource
+from runtime.engines.liveportrait.engine import LivePortraitEngine, PreparedSource, warm_up
 from runtime.engines.liveportrait.keypoints import SourceMotion
 from runtime.engines.liveportrait.motion_extractor import MotionExtractor
 from runtime.engines.liveportrait.spade_generator import SPADEDecoder
@@ -74,10 +82,52 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+OPTION_NAMES = {"align_channels": "aligned", "stacked_mask_conv": "stacked"}
+
+
+def explicit(options: dict) -> dict:
+    """Every engine speed flag spelled out (False unless given), so the engine's CUDA defaults
+    never leak into a variant."""
+    return {"stacked_mask_conv": False, "align_channels": False, "compile": False, **options}
+
+
+def variant_name(options: dict) -> str:
+    """{"compile": True, "stacked_mask_conv": True} -> "compile+stacked"."""
+    return "+".join(["compile" if options.get("compile") else "eager"]
+                    + [short for key, short in OPTION_NAMES.items() if options.get(key)])
+
+
+def accuracy_batch(engine: LivePortraitEngine, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed random inputs for comparing variants: feature (1, 32, 16, 64, 64), kp_driving (B, 21, 3), kp_source."""
+    generator = torch.Generator().manual_seed(1)
+    feature = torch.randn(1, 32, 16, 64, 64, generator=generator).to(engine.device)
+    kp_source = 0.1 * torch.randn(1, 21, 3, generator=generator).to(engine.device)
+    kp_driving = kp_source + 0.03 * torch.randn(batch_size, 21, 3, generator=generator).to(engine.device)
+    return feature, kp_driving, kp_source
+
+
+def render_accuracy_batch(engine: LivePortraitEngine, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return engine._render_batch(*accuracy_batch(engine, batch_size)).float()
+
+
+def errors(out: torch.Tensor, reference: torch.Tensor) -> dict:
+    difference = (out - reference).abs()
+    return {"mean_abs": float(f"{difference.mean().item():.2e}"), "max_abs": float(f"{difference.max().item():.2e}"),
+            "finite": bool(torch.isfinite(out).all())}
+
+
 def bench_ours(networks: LivePortraitNetworks, precision: str, batch_size: int, frames: int,
-               device: torch.device, stacked_mask_conv: bool = False) -> dict:
-    engine = LivePortraitEngine(networks, device, precision=precision, batch_size=batch_size,
-                                stacked_mask_conv=stacked_mask_conv)
+               device: torch.device, options: dict | None = None, cache_dir: Path | None = None,
+               references: dict | None = None, keep_as_reference: str | None = None) -> dict:
+    """One engine configuration; options: engine keyword flags (stacked_mask_conv, align_channels,
+    compile). references: {name: (B, 3, 512, 512) render} of the accuracy batch
+    (None: no accuracy check); this variant's render of that batch is compared with each, and
+    stored in it under keep_as_reference when given."""
+    options = dict(options or {})
+    compile_ = bool(options.get("compile"))
+    engine = LivePortraitEngine(networks, device, precision=precision, batch_size=batch_size, **explicit(options),
+                                compile_cache_dir=cache_dir if compile_ else None)
     source = synthetic_source(engine)
     targets = speech_like_targets(frames)
 
@@ -85,24 +135,47 @@ def bench_ours(networks: LivePortraitNetworks, precision: str, batch_size: int, 
         kp_driving = engine.driving_keypoints(source, targets)
         return sum(1 for _ in engine.render(source, kp_driving))
 
-    warm_started = time.perf_counter()
-    run()  # cuDNN autotuning for this batch shape happens here
-    warm_seconds = time.perf_counter() - warm_started
+    warm_seconds = warm_up(engine)  # compilation (compile=True) and cuDNN autotuning happen here
+    first_started = time.perf_counter()
+    run()
+    first_seconds = time.perf_counter() - first_started
     _sync(device)
     started = time.perf_counter()
     produced = run()
     seconds = time.perf_counter() - started
     assert produced == frames
-    split = _split_seconds(engine, source, batch_size) if device.type == "cuda" else {}
-    return {**split, "engine": "ours", "precision": precision, "batch_size": batch_size, "frames": frames,
-            "stacked_mask_conv": stacked_mask_conv,
-            "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1),
-            "first_run_seconds": round(warm_seconds, 2),
-            "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
+    result = {"engine": "ours", "variant": variant_name(options), "precision": precision,
+              "batch_size": batch_size, "frames": frames, "options": options,
+              "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1),
+              "warm_up_seconds": round(warm_seconds, 2), "first_run_seconds": round(first_seconds, 2)}
+    if device.type == "cuda":
+        result.update(_render_ms(engine, source, batch_size))
+        if not compile_:
+            result.update(_split_seconds(engine, source, batch_size))
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if references is not None:
+        out = render_accuracy_batch(engine, batch_size)
+        result["error_vs"] = {name: errors(out, reference) for name, reference in references.items()}
+        if keep_as_reference:
+            references[keep_as_reference] = out
+    return result
+
+
+def _render_ms(engine: LivePortraitEngine, source: PreparedSource, batch_size: int, repeats: int = 10) -> dict:
+    """Milliseconds per frame of W + G alone (render_crops, the path requests take), CUDA events."""
+    kp = (source.kp_source.expand(batch_size, -1, -1) + 0.01).contiguous()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    engine.render_crops(source, kp)
+    start.record()
+    for _ in range(repeats):
+        engine.render_crops(source, kp)
+    end.record()
+    end.synchronize()
+    return {"render_ms_per_frame": round(start.elapsed_time(end) / (repeats * batch_size), 3)}
 
 
 def _split_seconds(engine: LivePortraitEngine, source: PreparedSource, batch_size: int, repeats: int = 10) -> dict:
-    """Milliseconds per frame spent in W and in G alone (CUDA events over `repeats` batches)."""
+    """Milliseconds per frame spent in W and in G alone, eager (CUDA events over `repeats` batches)."""
     kp = source.kp_source.expand(batch_size, -1, -1) + 0.01
     feature = source.feature_3d.expand(batch_size, -1, -1, -1, -1)
     kp_source = source.kp_source.expand(batch_size, -1, -1)
@@ -111,19 +184,14 @@ def _split_seconds(engine: LivePortraitEngine, source: PreparedSource, batch_siz
         warped = engine.networks.warping(feature, kp, kp_source)
         for name, step in (("warping", lambda: engine.networks.warping(feature, kp, kp_source)),
                            ("generator", lambda: engine.networks.generator(warped))):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(repeats):
-                step()
-            end.record()
-            end.synchronize()
-            timings[f"{name}_ms_per_frame"] = round(start.elapsed_time(end) / (repeats * batch_size), 3)
+            timings[f"{name}_ms_per_frame"] = round(_event_ms(step, repeats) / batch_size, 3)
     return timings
 
 
 def profile_kernels(precision: str, batch_size: int, rows: int = 18) -> None:
     """Top CUDA kernels of one W + G batch (to stderr), to see where the time goes."""
-    engine = LivePortraitEngine(random_networks(), torch.device("cuda"), precision=precision, batch_size=batch_size)
+    engine = LivePortraitEngine(random_networks(), torch.device("cuda"), precision=precision, batch_size=batch_size,
+                                **explicit({}))
     source = synthetic_source(engine)
     kp = source.kp_source.expand(batch_size, -1, -1) + 0.01
     for _ in range(2):
@@ -134,6 +202,122 @@ def profile_kernels(precision: str, batch_size: int, rows: int = 18) -> None:
         torch.cuda.synchronize()
     print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70),
           file=sys.stderr)
+
+
+def _conv3d_stacked(x: torch.Tensor, conv: torch.nn.Conv3d, stacked: torch.Tensor) -> torch.Tensor:
+    """conv3d as one 2-D conv over depth slices (weight (kd * out, in, kh, kw)) plus a depth shift-sum."""
+    batch, channels, depth, height, width = x.shape
+    kd, n_out, pd = conv.kernel_size[0], conv.out_channels, conv.padding[0]
+    slices = x.transpose(1, 2).reshape(batch * depth, channels, height, width)
+    per_tap = torch.nn.functional.conv2d(slices, stacked, padding=conv.padding[1:])
+    per_tap = per_tap.reshape(batch, depth, kd, n_out, height, width)
+    if kd == 1:
+        return per_tap[:, :, 0]
+    per_tap = torch.nn.functional.pad(per_tap, (0, 0, 0, 0, 0, 0, 0, 0, pd, pd))
+    out = per_tap[:, 0:depth, 0]
+    for tap in range(1, kd):
+        out = out + per_tap[:, tap:tap + depth, tap]
+    return out
+
+
+def _event_ms(fn, repeats: int) -> float:
+    """Mean milliseconds of fn() after one warm-up call: CUDA events, or the host clock on a cpu."""
+    fn()
+    if not torch.cuda.is_available():
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - started) * 1000 / repeats
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def conv_micro(precision: str, batch_size: int, align_channels: bool, repeats: int = 5,
+               device: str = "cuda") -> list[dict]:
+    """Each conv of W at its real input shape, ms per frame: 3-D ones both as cuDNN's conv3d and
+    as one wide 2-D conv over depth slices plus a depth shift-sum (the stacked form). Tells which
+    convs cost what, and which other 3-D convs the stacked form would speed up."""
+    engine = LivePortraitEngine(random_networks(), torch.device(device), precision=precision, batch_size=batch_size,
+                                **explicit({"align_channels": align_channels}))
+    source = synthetic_source(engine)
+    inputs: dict[str, tuple] = {}
+
+    def keep_input(name: str):
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:  # None: output unchanged
+            inputs.setdefault(name, (module, args[0]))
+        return hook
+
+    hooks = [module.register_forward_hook(keep_input(name)) for name, module in engine.networks.warping.named_modules()
+             if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    kp = (source.kp_source.expand(batch_size, -1, -1) + 0.01).contiguous()
+    engine.render_crops(source, kp)
+    for hook in hooks:
+        hook.remove()
+    rows = []
+    with torch.no_grad():
+        for name, (conv, x) in inputs.items():
+            batch = x.shape[0]
+            kernel_volume = int(np.prod(conv.kernel_size))
+            row = {"conv": name, "in": list(x.shape), "out_channels": conv.out_channels,
+                   "kernel": list(conv.kernel_size),
+                   "gflop_per_frame": round(2 * x[0].numel() * conv.out_channels * kernel_volume / 1e9, 2),
+                   "as_is_ms_per_frame": round(_event_ms(lambda: conv(x), repeats) / batch, 4)}  # noqa: B023
+            if isinstance(conv, torch.nn.Conv3d):
+                weight = conv.weight
+                kd, kh, kw = conv.kernel_size
+                stacked = weight.permute(2, 0, 1, 3, 4).reshape(kd * conv.out_channels, weight.shape[1], kh, kw)
+                stacked = stacked.contiguous(memory_format=torch.channels_last)
+                row["stacked_2d_ms_per_frame"] = round(
+                    _event_ms(lambda: _conv3d_stacked(x, conv, stacked), repeats) / batch, 4)  # noqa: B023
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def profile_compiled(precision: str, batch_size: int, options: dict, cache_dir: Path, rows: int = 25,
+                     device: str = "cuda") -> None:
+    """Top kernels of one compiled W + G batch (to stderr): what is left after fusion."""
+    engine = LivePortraitEngine(random_networks(), torch.device(device), precision=precision, batch_size=batch_size,
+                                **explicit(options), compile_cache_dir=cache_dir)
+    warm_up(engine)
+    source = synthetic_source(engine)
+    kp = (source.kp_source.expand(batch_size, -1, -1) + 0.01).contiguous()
+    engine.render_crops(source, kp)
+    _sync(engine.device)
+    cuda = engine.device.type == "cuda"
+    activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
+    with torch.profiler.profile(activities=[activity]) as profiler:
+        engine.render_crops(source, kp)
+        _sync(engine.device)
+    print(profiler.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=rows,
+                                        max_name_column_width=90), file=sys.stderr)
+
+
+def compile_restart(precision: str, batch_size: int, options: dict, cache_dir: Path, device: str = "cuda") -> dict:
+    """A fresh process with inductor's cache already filled (a service restart): seconds from
+    process start to a compiled, warmed-up engine (random weights, built in memory)."""
+    code = (
+        "import time; t = time.perf_counter(); import sys, json; "
+        f"sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "import torch\n"
+        "from bench_liveportrait import random_networks\n"
+        "from runtime.engines.liveportrait.engine import LivePortraitEngine, warm_up\n"
+        "networks = random_networks(); t_built = time.perf_counter()\n"
+        f"engine = LivePortraitEngine(networks, {device!r}, precision={precision!r}, batch_size={batch_size}, "
+        f"**{explicit(options)!r}, compile_cache_dir={str(cache_dir)!r})\n"
+        "warm = warm_up(engine)\n"
+        "print(json.dumps({'restart_to_ready_s': round(time.perf_counter() - t, 2), "
+        "'restart_warm_up_s': round(warm, 2), 'restart_network_build_s': round(t_built - t, 2)}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        return {"restart_error": done.stderr[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def bench_upstream(frames: int) -> dict:
@@ -203,6 +387,22 @@ def main() -> None:
     parser.add_argument("--cold-start", action="store_true", help="also time load + warm-up in a fresh process")
     parser.add_argument("--stacked-mask-conv", action="store_true",
                         help="also run each configuration with W's mask conv as one wide 2-D conv")
+    parser.add_argument("--align-channels", action="store_true",
+                        help="also run each configuration with W's 110/142-channel tensors padded to 112/144")
+    parser.add_argument("--compile", action="store_true",
+                        help="also run through torch.compile: the fastest eager variant, then plain eager's options")
+    parser.add_argument("--compile-cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "lp-bench-inductor",
+                        help="inductor's cache for --compile (the restart test reuses it)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="compare every variant's render of one batch with eager fp32 and eager at its precision")
+    parser.add_argument("--conv-micro", action="store_true",
+                        help="time each of W's convs (3-D ones also as a stacked 2-D conv), channels aligned")
+    parser.add_argument("--compile-restart", action="store_true",
+                        help="time a fresh process compiling with the cache already filled (best compiled variant)")
+    parser.add_argument("--profile-compiled", action="store_true",
+                        help="print the top CUDA kernels of the best compiled variant")
+    parser.add_argument("--time-budget-s", type=float, default=None,
+                        help="skip the remaining steps once this many seconds have passed")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one batch")
     parser.add_argument("--device", default="cuda", help="cuda (the benchmark), or cpu/mps for a smoke run")
     args = parser.parse_args()
@@ -211,18 +411,94 @@ def main() -> None:
         sys.exit("needs a CUDA device")
 
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else args.device
-    results: dict = {"device": name, "torch": torch.__version__, "runs": []}
+    results: dict = {"device": name, "torch": torch.__version__, "runs": [], "skipped": []}
+    started = time.perf_counter()
+
+    def time_left() -> bool:
+        return args.time_budget_s is None or time.perf_counter() - started < args.time_budget_s
+
+    def note(step: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f} s] {step}", file=sys.stderr, flush=True)
+
+    def fresh_networks() -> LivePortraitNetworks:
+        return load_networks(args.models_dir / "liveportrait") if args.models_dir else random_networks()
+
     if args.profile:
         profile_kernels(args.precisions[0], args.batch_sizes[0])
-    for precision in args.precisions:
-        for batch_size in args.batch_sizes:
-            for stacked in ([False, True] if args.stacked_mask_conv else [False]):
-                networks = load_networks(args.models_dir / "liveportrait") if args.models_dir else random_networks()
-                results["runs"].append(bench_ours(networks, precision, batch_size, args.frames, device, stacked))
-                print(json.dumps(results["runs"][-1]), file=sys.stderr, flush=True)
-                del networks
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+    # Eager variants first (cheap), then compile the fastest of them (the expected best), then
+    # compile plain eager's options; a run cut short by --time-budget-s still answers the main question.
+    eager_variants: list[dict] = [{}]
+    if args.stacked_mask_conv:
+        eager_variants.append({"stacked_mask_conv": True})
+    if args.align_channels:
+        eager_variants.append({"align_channels": True})
+    if args.stacked_mask_conv and args.align_channels:
+        eager_variants.append({"align_channels": True, "stacked_mask_conv": True})
+    def guarded(label: str, step):
+        """Run one step unless the time budget is spent; an exception is recorded, not fatal, so
+        one failing variant (a compile error, say) does not cost the rest of the run."""
+        if not time_left():
+            results["skipped"].append(label)
+            return None
+        note(label)
+        try:
+            return step()
+        except Exception as error:  # noqa: BLE001 (reported in the JSON, with its traceback)
+            results.setdefault("errors", []).append({"step": label, "error": repr(error),
+                                                     "traceback": traceback.format_exc()[-3000:]})
+            print(traceback.format_exc(), file=sys.stderr, flush=True)
+            return None
+        finally:
+            torch._dynamo.reset()  # drop any compiled graph (and the engine it holds)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    deferred: list = []  # steps that run after the restart and micro-benchmark
+    for precision, batch_size in itertools.product(args.precisions, args.batch_sizes):
+        references: dict = {}
+        if args.accuracy:
+            reference_engine = LivePortraitEngine(fresh_networks(), device, precision="fp32", batch_size=batch_size,
+                                                  **explicit({}))
+            torch.backends.cudnn.benchmark = False  # one fp32 batch: autotuning it cost ~15 s on an H200
+            references["fp32"] = render_accuracy_batch(reference_engine, batch_size)
+            torch.backends.cudnn.benchmark = True
+            del reference_engine
+
+        def run_variant(options: dict, precision=precision, batch_size=batch_size, references=references) -> dict:
+            run = bench_ours(fresh_networks(), precision, batch_size, args.frames, device, options,
+                             args.compile_cache_dir, references if args.accuracy else None,
+                             keep_as_reference=f"eager_{precision}" if not options else None)
+            results["runs"].append(run)
+            print(json.dumps(run), file=sys.stderr, flush=True)
+            return run
+
+        def label(options: dict, precision=precision, batch_size=batch_size) -> str:
+            return f"{precision} bs{batch_size} {variant_name(options)}"
+
+        eager_runs = [run for options in eager_variants
+                      if (run := guarded(label(options), lambda options=options: run_variant(options))) is not None]
+        if args.conv_micro and device.type == "cuda" and "conv_micro" not in results:  # eager, cheap: first
+            results["conv_micro"] = guarded("conv micro-benchmark", lambda precision=precision, batch_size=batch_size:
+                                            conv_micro(precision, batch_size, align_channels=True))
+        if args.compile and eager_runs:
+            fastest = max(eager_runs, key=lambda run: run["frames_per_s"])["options"]
+            best_options = {**fastest, "compile": True}
+            guarded(label(best_options), lambda options=best_options: run_variant(options))
+            if fastest:  # compile alone, for its own share of the gain: after the restart and micro-benchmark
+                plain = {"compile": True}
+                deferred.append((label(plain), lambda run_variant=run_variant, plain=plain: run_variant(plain)))
+    compiled_runs = [run for run in results["runs"] if run.get("options", {}).get("compile")]
+    best_compiled = max(compiled_runs, key=lambda run: run["frames_per_s"]) if compiled_runs else None
+    if args.compile_restart and best_compiled is not None:
+        results["compile_restart"] = guarded("restart with a filled compile cache", lambda: compile_restart(
+            best_compiled["precision"], best_compiled["batch_size"], best_compiled["options"], args.compile_cache_dir,
+            device.type))
+        print(json.dumps(results["compile_restart"]), file=sys.stderr, flush=True)
+    for step_label, step in deferred:
+        guarded(step_label, step)
+    if args.profile_compiled and best_compiled is not None and device.type == "cuda":
+        guarded("profile of the best compiled variant", lambda: profile_compiled(
+            best_compiled["precision"], best_compiled["batch_size"], best_compiled["options"], args.compile_cache_dir))
     if not args.skip_upstream:
         results["runs"].append(bench_upstream(args.upstream_frames))
     if args.cold_start:
@@ -233,9 +509,13 @@ def main() -> None:
 
             with tempfile.TemporaryDirectory() as directory:
                 results.update(cold_start(write_random_checkpoints(Path(directory))))
-    best = max((run for run in results["runs"] if run["engine"] == "ours"), key=lambda run: run["frames_per_s"])
-    results["best_ours"] = {k: best[k] for k in ("precision", "batch_size", "frames_per_s")}
-    print(json.dumps(results, indent=2))
+    ours = [run for run in results["runs"] if run["engine"] == "ours"]
+    if ours:
+        best = max(ours, key=lambda run: run["frames_per_s"])
+        results["best_ours"] = {k: best[k] for k in ("variant", "precision", "batch_size", "frames_per_s")}
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    note("done")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

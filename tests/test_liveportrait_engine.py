@@ -142,3 +142,96 @@ def test_a_checkpoint_that_does_not_fit_is_refused_by_name(tmp_path):
     torch.save(state, broken)
     with pytest.raises(CheckpointError, match=r"(?s)appearance_feature_extractor.pth.*Missing.*second.bias"):
         load_base_model(tmp_path, "appearance_feature_extractor")
+
+
+def _random_render_inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    feature = torch.randn(1, 32, 16, 64, 64, generator=generator)
+    kp_source = 0.3 * torch.randn(1, 21, 3, generator=generator)
+    kp_driving = kp_source + 0.05 * torch.randn(batch, 21, 3, generator=generator)
+    return feature, kp_driving, kp_source
+
+
+def test_aligned_channels_warp_exactly_like_the_original():
+    """Zero-padding W's 110/142-channel tensors to 112/144 must not change a single value."""
+    from runtime.engines.liveportrait.checkpoints import load_base_model
+
+    warping = load_base_model(shared_random_models_dir(seed=0) / "liveportrait", "warping_module")
+    warping.fold_norm()
+    aligned = load_base_model(shared_random_models_dir(seed=0) / "liveportrait", "warping_module")
+    aligned.fold_norm()
+    aligned.dense_motion_network.align_channels()
+    motion = aligned.dense_motion_network
+    assert motion.hourglass.encoder.down_blocks[0].conv.in_channels == 112
+    assert motion.mask.in_channels == 144 and motion.occlusion.in_channels == 144 * 16
+    feature, kp_driving, kp_source = _random_render_inputs(2)
+    with torch.no_grad():
+        expected = warping(feature.expand(2, -1, -1, -1, -1), kp_driving, kp_source.expand(2, -1, -1))
+        got = aligned(feature.expand(2, -1, -1, -1, -1), kp_driving, kp_source.expand(2, -1, -1))
+    assert expected.abs().max() > 1e-2
+    assert (got - expected).abs().max().item() <= 1e-6
+
+
+def test_aligned_channels_needs_folded_norms():
+    from runtime.engines.liveportrait.warping_module import WarpingNetwork
+
+    with pytest.raises(RuntimeError, match="fold_norm"):
+        WarpingNetwork().dense_motion_network.align_channels()
+
+
+def test_compile_option_traces_w_and_g_as_one_graph_and_renders_like_eager(monkeypatch, tmp_path):
+    """compile=True wires W + G through torch.compile (one graph: fullgraph would raise on a break),
+    points inductor's cache at the given folder, compiles in warm_up, and renders what eager renders.
+    Inductor's own code generation runs in the GPU test; here the compiled graph runs through
+    the aot_eager backend (same trace and decompositions, no C++ build), which keeps this fast."""
+    from runtime.engines.liveportrait.checkpoints import load_networks
+    from runtime.engines.liveportrait.engine import warm_up
+
+    real_compile = torch.compile
+    compile_calls: list[dict] = []
+
+    def compile_with_aot_eager(function, **options):
+        compile_calls.append(options)
+        return real_compile(function, **{**options, "backend": "aot_eager"})
+
+    monkeypatch.setattr(torch, "compile", compile_with_aot_eager)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))  # restored after the test
+    directory = shared_random_models_dir(seed=0) / "liveportrait"
+    eager = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=1, align_channels=True,
+                               stacked_mask_conv=True)
+    compiled = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=1, align_channels=True,
+                                  stacked_mask_conv=True, compile=True, compile_cache_dir=tmp_path / "inductor")
+    assert compile_calls == [{"fullgraph": True, "dynamic": False}]
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "inductor").resolve())
+    assert warm_up(compiled) > 0
+    feature, kp_driving, kp_source = _random_render_inputs(1)
+    with torch.no_grad():
+        expected = eager._render_batch(feature, kp_driving, kp_source)
+        got = compiled._render_batch(feature, kp_driving, kp_source)
+    torch._dynamo.reset()
+    assert expected.std() > 1e-3
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_compile_problems_name_a_missing_compiler(monkeypatch, tmp_path):
+    from runtime.engines.liveportrait.engine import compile_problems
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no cc, gcc or clang
+    assert any("C compiler" in problem for problem in compile_problems())
+
+
+def test_backend_refuses_compile_it_cannot_do_by_name(monkeypatch):
+    """LIVEPORTRAIT_COMPILE on a machine without Triton's build tools: a clear BackendUnavailable
+    at load time, before any checkpoint is read, instead of a crash in the first warm-up."""
+    from types import SimpleNamespace
+
+    from runtime.device import DeviceChoice
+    from runtime.engines.liveportrait import engine as engine_module
+    from runtime.errors import BackendUnavailable
+    from runtime.models.liveportrait_model import LivePortraitBackend
+
+    monkeypatch.setattr(engine_module, "compile_problems", lambda: ["no C compiler (cc, gcc or clang, or $CC) on PATH"])
+    settings = SimpleNamespace(models_dir=shared_random_models_dir(seed=0), min_face_side=48, liveportrait_compile=True)
+    with pytest.raises(BackendUnavailable, match="no C compiler.*LIVEPORTRAIT_COMPILE=false"):
+        LivePortraitBackend.load(settings, DeviceChoice("cuda", "test", True))

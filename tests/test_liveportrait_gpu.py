@@ -28,9 +28,10 @@ def networks():
     return load_networks(shared_random_models_dir(seed=0) / "liveportrait")
 
 
-def _render(networks, precision: str, stacked_mask_conv: bool = False) -> torch.Tensor:
+def _render(networks, precision: str, **options) -> torch.Tensor:
+    flags = {"stacked_mask_conv": False, "align_channels": False, "compile": False, **options}  # not CUDA_DEFAULTS
     engine = LivePortraitEngine(copy.deepcopy(networks), torch.device("cuda"), precision=precision, batch_size=4,
-                                stacked_mask_conv=stacked_mask_conv)
+                                **flags)
     rng = np.random.default_rng(0)
     portrait = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
     generator = torch.Generator().manual_seed(0)
@@ -42,16 +43,48 @@ def _render(networks, precision: str, stacked_mask_conv: bool = False) -> torch.
     source = PreparedSource(portrait, transform, feature, motion, motion.keypoints(), 0.05,
                             np.array([0.3, 0.3], np.float32), engine._paste_back(portrait, transform))
     kp_driving = source.kp_source + 0.03 * torch.randn(4, 21, 3, generator=generator).cuda()
-    return engine.render_crops(source, kp_driving).float()
+    crops = engine.render_crops(source, kp_driving).float()
+    if engine.compiled:
+        torch._dynamo.reset()  # the compiled graph holds the engine
+    return crops
 
 
-@pytest.mark.parametrize(("precision", "stacked_mask_conv"), [("fp16", False), ("bf16", False), ("fp16", True)],
-                         ids=["fp16", "bf16", "fp16-stacked-mask-conv"])
-def test_half_precision_render_matches_fp32(networks, precision, stacked_mask_conv):
+VARIANTS = {
+    "fp16": ("fp16", {}),
+    "bf16": ("bf16", {}),
+    "fp16-stacked-mask-conv": ("fp16", {"stacked_mask_conv": True}),
+    "fp16-aligned-stacked": ("fp16", {"align_channels": True, "stacked_mask_conv": True}),
+    "fp16-compiled-aligned-stacked": ("fp16", {"align_channels": True, "stacked_mask_conv": True, "compile": True}),
+}
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One inductor cache for the module: the second compile of the same graph is a cache hit."""
+    return tmp_path_factory.mktemp("inductor")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_half_precision_render_matches_fp32(networks, variant, compile_cache):
+    precision, options = VARIANTS[variant]
+    if options.get("compile"):
+        options = {**options, "compile_cache_dir": compile_cache}
     reference = _render(networks, "fp32")
-    half = _render(networks, precision, stacked_mask_conv)
+    half = _render(networks, precision, **options)
     error = (half - reference).abs()
-    print(f"{precision}{' stacked mask conv' if stacked_mask_conv else ''} vs fp32: mean abs {error.mean().item():.2e}, max abs {error.max().item():.2e}")
+    print(f"{variant} vs fp32: mean abs {error.mean().item():.2e}, max abs {error.max().item():.2e}")
     assert reference.std() > 1e-3
+    assert error.mean().item() <= MEAN_TOLERANCE, error.mean().item()
+    assert error.max().item() <= MAX_TOLERANCE, error.max().item()
+
+
+def test_compiled_render_matches_eager_at_the_same_precision(networks, compile_cache):
+    """torch.compile changes only how the elementwise work is fused: same tolerance as above."""
+    options = {"align_channels": True, "stacked_mask_conv": True}
+    eager = _render(networks, "fp16", **options)
+    compiled = _render(networks, "fp16", **options, compile=True, compile_cache_dir=compile_cache)
+    error = (compiled - eager).abs()
+    print(f"compiled vs eager fp16: mean abs {error.mean().item():.2e}, max abs {error.max().item():.2e}")
+    assert torch.isfinite(compiled).all()
     assert error.mean().item() <= MEAN_TOLERANCE, error.mean().item()
     assert error.max().item() <= MAX_TOLERANCE, error.max().item()

@@ -7,9 +7,11 @@ every frame's driving keypoints at once -> batched W + G -> frames pasted into t
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +27,24 @@ if TYPE_CHECKING:
     from ..media.landmarks import FaceLocator
 
 log = logging.getLogger(__name__)
+
+
+def _compile_cache_dir(settings: Settings) -> Path | None:
+    """Where inductor keeps compiled kernels across restarts: LIVEPORTRAIT_COMPILE_CACHE_DIR, else
+    MODELS_DIR/.cache/inductor. None (inductor's default under /tmp: every restart compiles
+    again) when that folder cannot be written, e.g. weights mounted read-only."""
+    directory = settings.liveportrait_compile_cache_dir or settings.models_dir / ".cache" / "inductor"
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.warning("cannot write the compile cache %s (%s): each start compiles again; set "
+                    "LIVEPORTRAIT_COMPILE_CACHE_DIR to a writable, persistent folder", directory, error)
+        return None
+    if not os.access(directory, os.W_OK):
+        log.warning("compile cache %s is read-only: each start compiles again; set LIVEPORTRAIT_COMPILE_CACHE_DIR "
+                    "to a writable, persistent folder", directory)
+        return None
+    return Path(directory)
 
 
 class LivePortraitBackend(AvatarBackend):
@@ -45,7 +65,7 @@ class LivePortraitBackend(AvatarBackend):
             raise BackendUnavailable("torch is not installed (install the 'engines' extra)")
         try:
             from ..engines.liveportrait.checkpoints import CheckpointError, missing_files
-            from ..engines.liveportrait.engine import LivePortraitEngine, warm_up
+            from ..engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, compile_problems, warm_up
             from ..media.landmarks import FaceLocator
         except ImportError as error:
             raise BackendUnavailable(f"cannot import the LivePortrait engine: {error}") from error
@@ -56,12 +76,27 @@ class LivePortraitBackend(AvatarBackend):
                 "missing LivePortrait checkpoint(s): " + ", ".join(str(path) for path in absent)
                 + " (run scripts/setup_liveportrait.sh)"
             )
+        requested = settings.liveportrait_compile
+        if requested and device.name != "cuda":
+            log.warning("LIVEPORTRAIT_COMPILE is for CUDA; rendering eagerly on %s", device.name)
+        compile_ = device.name == "cuda" and (CUDA_DEFAULTS["compile"] if requested is None else bool(requested))
+        if compile_ and (problems := compile_problems()):
+            raise BackendUnavailable("LivePortrait compile is on but cannot work here: " + "; ".join(problems)
+                                     + " (install them, or set LIVEPORTRAIT_COMPILE=false)")
         try:
-            engine = LivePortraitEngine.load(weights, device.name)
+            engine = LivePortraitEngine.load(weights, device.name, compile=compile_,
+                                             compile_cache_dir=_compile_cache_dir(settings) if compile_ else None)
         except CheckpointError as error:
             raise BackendUnavailable(str(error)) from error
         if device.name == "cuda":
-            warm_up(engine)
+            try:
+                warm_seconds = warm_up(engine)  # compiles here (compile=True), never in a request
+            except Exception as error:
+                if not engine.compiled:
+                    raise
+                raise BackendUnavailable(f"LivePortrait torch.compile failed at start-up: {error!r} "
+                                         "(set LIVEPORTRAIT_COMPILE=false to render eagerly)") from error
+            log.info("LivePortrait warm-up (%s) took %.1f s", "compile" if engine.compiled else "eager", warm_seconds)
         locator = FaceLocator(min_face_side=settings.min_face_side)
         seconds = time.perf_counter() - started
         log.info("LivePortrait ready on %s (%s, batch %d) in %.1f s", device.name, engine.precision,
@@ -95,6 +130,7 @@ class LivePortraitBackend(AvatarBackend):
             "device": str(self.engine.device),
             "precision": self.engine.precision,
             "batch_size": self.engine.batch_size,
+            "compiled": self.engine.compiled,
             "load_seconds": round(self.load_seconds, 2),
             "cached_portraits": len(self._sources),
         }
