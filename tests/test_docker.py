@@ -257,9 +257,19 @@ def test_compose_reserves_an_nvidia_gpu():
 
 def test_compose_mounts_the_weights_at_models_dir():
     service = compose_service()
-    (volume,) = service["volumes"]
-    assert volume["target"] == service["environment"]["MODELS_DIR"] == "/models"
-    assert volume["source"].startswith("${MODELS_DIR:-")
+    volumes = {volume["target"]: volume for volume in service["volumes"]}
+    assert service["environment"]["MODELS_DIR"] == "/models"
+    assert volumes["/models"]["source"].startswith("${MODELS_DIR:-")
+    assert volumes["/models"]["read_only"] is True
+
+
+def test_compose_keeps_the_compile_cache_writable_across_restarts():
+    service = compose_service()
+    volumes = {volume["target"]: volume for volume in service["volumes"]}
+    cache = service["environment"]["LIVEPORTRAIT_COMPILE_CACHE_DIR"]
+    assert cache.startswith("/cache/")
+    assert volumes["/cache"]["type"] == "volume" and not volumes["/cache"].get("read_only")
+    assert volumes["/cache"]["source"] in yaml.safe_load(COMPOSE_FILE.read_text())["volumes"]
 
 
 def test_compose_settings_come_from_the_environment_or_dot_env():
