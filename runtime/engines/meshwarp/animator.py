@@ -84,7 +84,7 @@ def _backward_fields(points: np.ndarray, displacements: np.ndarray, width: int, 
     gy, gx = np.mgrid[0:grid_h, 0:grid_w].astype(np.float32) * cell
     sample = np.stack([gx.ravel(), gy.ravel()], 1) / scale
     fields = spline(sample).reshape(grid_h, grid_w, n_bases, 2).transpose(2, 0, 1, 3)
-    return (-fields).astype(np.float32)
+    return np.ascontiguousarray(-fields, dtype=np.float32)
 
 
 def _lip_color(image: np.ndarray, face: FaceLandmarks) -> np.ndarray:
@@ -113,6 +113,12 @@ def _skin_near_nose(image: np.ndarray, face: FaceLandmarks) -> np.ndarray:
     """Fallback skin colour: the pixel at the nose tip."""
     x, y = np.clip(np.round(face.points[lm.NOSE_TIP]).astype(int), 0, [image.shape[1] - 1, image.shape[0] - 1])
     return image[y, x].astype(np.float32)
+
+
+def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """sum_k weights[k] * basis[k] as one matrix-vector product over a contiguous (K, ...) basis
+    (np.tensordot would copy the basis on every call)."""
+    return (weights.astype(basis.dtype) @ basis.reshape(len(basis), -1)).reshape(basis.shape[1:])
 
 
 class MeshWarpAnimator:
@@ -159,12 +165,12 @@ class MeshWarpAnimator:
         """One frame (H, W, 3) RGB uint8 for weights (K,)."""
         x0, y0, x1, y1 = prepared.roi
         width, height = x1 - x0, y1 - y0
-        coarse = np.tensordot(weights, prepared.field_basis, axes=1)
+        coarse = _weighted_sum(weights, prepared.field_basis)
         field = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
         sampling = prepared.base_map + field
         region = prepared.image[y0:y1, x0:x1]
         warped = cv2.remap(region, sampling[..., 0], sampling[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        moved = prepared.face.points + np.tensordot(weights, prepared.landmark_basis, axes=1)
+        moved = prepared.face.points + _weighted_sum(weights, prepared.landmark_basis)
         _paint_mouth_interior(warped, moved, prepared)
         _paint_eyelids(warped, moved, prepared, float(weights[_BLINK]))
         frame = prepared.image.copy()
