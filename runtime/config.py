@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     liveportrait_compile: Optional[bool] = None
     liveportrait_compile_cache_dir: Optional[Path] = None  # default MODELS_DIR/.cache/inductor
 
+    # SadTalker: torch.compile of the face renderer (about 1.6x on an H200, ~30 s at start-up; falls back
+    # to eager kernels if compiling fails). None = the engine's default (on for cuda only).
+    sadtalker_compile: Optional[bool] = None
+
     # TTS voices
     piper_voice: str = "en_US-joe-medium"
     piper_voices_dir: Optional[Path] = None  # extra Piper voices: <name>.onnx + <name>.onnx.json

@@ -1,0 +1,134 @@
+"""Dense motion network: sparse keypoint motion -> dense 3D flow and an occlusion map.
+
+For each of the 15 keypoints (plus an identity "background" motion) the source feature volume
+is warped as if only that keypoint moved; a 3D hourglass looks at those candidates and the
+keypoint heatmaps and predicts a soft mask choosing, per voxel, which motion applies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DenseMotionConfig
+from .layers import DownBlock3d, UpBlock3d, coordinate_grid_3d
+from .sampling import grid_sample_3d
+
+KEYPOINT_VARIANCE = 0.01
+MASK_FLOOR = 1e-3  # mask weights below this are zeroed (upstream does the same)
+
+
+class Hourglass3d(nn.Module):
+    """U-Net over (B, C, D, H, W) that halves H and W at each level and keeps D."""
+
+    def __init__(self, block_expansion: int, in_channels: int, num_blocks: int, max_features: int):
+        super().__init__()
+        width = lambda i: min(max_features, block_expansion * 2**i)  # noqa: E731
+        self.encoder = nn.Module()
+        self.encoder.down_blocks = nn.ModuleList(
+            DownBlock3d(in_channels if i == 0 else width(i), width(i + 1)) for i in range(num_blocks))
+        self.decoder = nn.Module()
+        self.decoder.up_blocks = nn.ModuleList(
+            UpBlock3d((1 if i == num_blocks - 1 else 2) * width(i + 1), width(i))
+            for i in reversed(range(num_blocks)))
+        self.out_channels = block_expansion + in_channels
+        self.decoder.conv = nn.Conv3d(self.out_channels, self.out_channels, 3, padding=1)
+        self.decoder.norm = nn.BatchNorm3d(self.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [x]
+        for block in self.encoder.down_blocks:
+            skips.append(block(skips[-1]))
+        out = skips.pop()
+        for block in self.decoder.up_blocks:
+            out = torch.cat([block(out), skips.pop()], dim=1)
+        return F.relu(self.decoder.norm(self.decoder.conv(out)))
+
+
+def keypoint_gaussians(keypoints: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """keypoints (B, K, 3), grid (D, H, W, 3) -> unnormalised Gaussians (B, K, D, H, W)."""
+    delta = grid.unsqueeze(0).unsqueeze(0) - keypoints[:, :, None, None, None, :]
+    return torch.exp(-0.5 * (delta**2).sum(-1) / KEYPOINT_VARIANCE)
+
+
+class DenseMotionNetwork(nn.Module):
+    def __init__(self, cfg: DenseMotionConfig, num_keypoints: int, feature_channels: int):
+        super().__init__()
+        self.num_keypoints = num_keypoints
+        self.hourglass = Hourglass3d(cfg.block_expansion, (num_keypoints + 1) * (cfg.compress + 1),
+                                     cfg.num_blocks, cfg.max_features)
+        hourglass_out = self.hourglass.out_channels
+        self.mask = nn.Conv3d(hourglass_out, num_keypoints + 1, 7, padding=3)
+        self.compress = nn.Conv3d(feature_channels, cfg.compress, 1)
+        self.norm = nn.BatchNorm3d(cfg.compress)
+        self.occlusion = nn.Conv2d(hourglass_out * cfg.reshape_depth, 1, 7, padding=3)
+        self.conv_dtype: torch.dtype | None = None  # set by the renderer for a mixed-precision hourglass
+
+    def compress_source(self, feature_3d: torch.Tensor) -> torch.Tensor:
+        """Source feature volume (B, 32, D, H, W) -> compressed volume (B, 4, D, H, W).
+
+        Depends on the source image only, so the renderer computes it once per portrait.
+        """
+        return F.relu(self.norm(self.compress(feature_3d)))
+
+    def sparse_motions(self, grid: torch.Tensor, kp_driving: torch.Tensor,
+                       kp_source: torch.Tensor) -> torch.Tensor:
+        """Per-keypoint backward flows (B, K+1, D, H, W, 3): where each driving voxel samples the
+        source if only keypoint k moved (translation only); index 0 is the identity."""
+        b = kp_driving.shape[0]
+        shift = (kp_source - kp_driving)[:, :, None, None, None, :]
+        per_keypoint = grid.unsqueeze(0).unsqueeze(0) + shift
+        identity = grid.unsqueeze(0).unsqueeze(0).expand(b, 1, *grid.shape)
+        return torch.cat([identity, per_keypoint], dim=1)
+
+    def forward(self, compressed: torch.Tensor, kp_driving: torch.Tensor,
+                kp_source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """compressed: (1 or B, 4, D, H, W) source volume from `compress_source`;
+        kp_driving, kp_source: (B, K, 3).
+
+        Returns deformation (B, D, H, W, 3) (grid_sample coordinates into the source volume)
+        and occlusion (B, 1, H, W) in [0, 1].
+        """
+        b = kp_driving.shape[0]
+        k1 = self.num_keypoints + 1
+        _, c, d, h, w = compressed.shape
+        grid = coordinate_grid_3d(d, h, w, compressed.device, kp_driving.dtype)
+        motions = self.sparse_motions(grid, kp_driving, kp_source)  # (B, K+1, D, H, W, 3)
+
+        deformed = warp_volume(compressed, motions.reshape(b * k1, d, h, w, 3).to(compressed.dtype))
+        deformed = deformed.reshape(b, k1, c, d, h, w)
+
+        heatmap = keypoint_gaussians(kp_driving, grid) - keypoint_gaussians(kp_source, grid)
+        heatmap = torch.cat([heatmap.new_zeros(b, 1, d, h, w), heatmap], dim=1)
+        hourglass_in = torch.cat([heatmap.unsqueeze(2).to(deformed.dtype), deformed], dim=2)
+        hourglass_in = hourglass_in.view(b, -1, d, h, w)
+        if self.conv_dtype is not None and self.conv_dtype != hourglass_in.dtype:
+            prediction = self.hourglass(hourglass_in.to(self.conv_dtype)).to(hourglass_in.dtype)
+        else:
+            prediction = self.hourglass(hourglass_in)
+
+        mask = F.softmax(self.mask(prediction).float(), dim=1)
+        mask = torch.where(mask < MASK_FLOOR, torch.zeros_like(mask), mask)
+        deformation = torch.einsum("bkdhwc,bkdhw->bdhwc", motions.float(), mask)
+
+        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
+        return deformation, occlusion
+
+
+def warp_volume(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Trilinear-sample `volume` at `grid` (align_corners=False, zero padding).
+
+    volume: (1 or N, C, D, H, W); grid: (N, D', H', W', 3). Returns (N, C, D', H', W').
+    A single shared volume is sampled once over the stacked grids instead of being copied N
+    times, which is what makes large frame batches cheap.
+    """
+    n = grid.shape[0]
+    if volume.shape[0] == n:
+        return grid_sample_3d(volume, grid)
+    if volume.shape[0] != 1:
+        raise ValueError(f"volume batch {volume.shape[0]} does not match grid batch {n}")
+    _, c, _, _, _ = volume.shape
+    _, d, h, w, _ = grid.shape
+    stacked = grid_sample_3d(volume, grid.reshape(1, n * d, h, w, 3))
+    return stacked.view(c, n, d, h, w).transpose(0, 1)

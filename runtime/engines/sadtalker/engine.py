@@ -1,0 +1,259 @@
+"""SadTalker inference engine: official checkpoints, resident on the device, batched.
+
+    engine = SadTalkerEngine.load(models_dir / "sadtalker", "cuda")
+    portrait = engine.prepare_portrait(rgb, mediapipe_points, size=256)   # cache this
+    for frame in engine.animate(portrait, samples_16k, fps=25, request=MotionRequest()):
+        ...  # (H, W, 3) uint8 full-portrait frames
+
+Steps: face crop + 5-point alignment (from MediaPipe landmarks) -> 3DMM coefficients of the
+source (once per portrait) -> mel windows -> expression and pose sequences (one batch each) ->
+mapping net + keypoints for every frame -> generator in large batches -> paste back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .alignment import FaceCrop, align_for_recon, face_crop, five_points
+from .audio_features import AUDIO, speech_frame_windows
+from .checkpoint import CheckpointError
+from .coefficients import MotionRequest, coefficient_windows, motion_coefficients, resample_frames
+from .config import MAPPING_CHECKPOINTS, SUPPORTED_SIZES
+from .networks import SadTalkerNetworks, checkpoint_paths, load_networks
+from .paste import PastePlan, paste_frames, plan_paste
+from .recon_net import COEFF_SLICES
+from .renderer import FaceRenderer, PreparedSource, cpu_has_fast_bf16
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = {"cuda": 64, "mps": 8, "cpu": 2}  # 64: the H200's best at 256 px (larger gains nothing)
+# Peak device memory a frame needs in the renderer at fp16, estimated from activation sizes
+# (the SPADE decoder's last block holds several 256-channel maps at full resolution); not
+# measured, so the batch takes only half of the free memory.
+BYTES_PER_FRAME = {256: 0.5e9, 512: 2.0e9}
+DEFAULT_DTYPE = {"cuda": torch.float16, "mps": torch.float16, "cpu": torch.float32}
+
+
+@dataclass
+class PreparedPortrait:
+    """Per-portrait work, cached by the caller (keyed by image hash)."""
+
+    size: int
+    crop: FaceCrop
+    source_coeffs: np.ndarray  # (73,) exp 64 | angles 3 | trans 3 | crop params 3
+    source: PreparedSource
+    paste: PastePlan
+    shape: tuple[int, int]  # portrait (H, W)
+
+
+class SadTalkerEngine:
+    def __init__(self, nets: dict[int, SadTalkerNetworks], device: torch.device,
+                 dtype: torch.dtype, batch_sizes: dict[int, int], conv_dtype: torch.dtype | None = None):
+        self.device, self.dtype, self.batch_sizes = device, dtype, batch_sizes
+        self.nets = nets
+        self.renderers = {}
+        for size, bundle in nets.items():
+            for module in (bundle.recon, bundle.audio2exp, bundle.audio2pose):
+                module.to(device=device, dtype=torch.float32)
+            self.renderers[size] = FaceRenderer(bundle, device, dtype, conv_dtype=conv_dtype)
+        self.default_size = min(nets)
+        self.mapping_kind = next(iter(nets.values())).mapping_kind
+
+    @classmethod
+    def load(cls, sadtalker_dir: Path, device: str | torch.device, sizes: tuple[int, ...] = SUPPORTED_SIZES,
+             mapping_kind: str = "full", dtype: torch.dtype | None = None,
+             batch_size: int | None = None, compile_renderer: bool | None = None,
+             conv_dtype: torch.dtype | None = None) -> "SadTalkerEngine":
+        """Load every size in `sizes` whose safetensors file exists (at least one must).
+
+        compile_renderer: torch.compile the per-frame networks (default: on cuda only; the
+        compilation happens in `warm_up`). conv_dtype: precision of the decoder and hourglass
+        (default: bf16 on a CPU whose bf16 convolutions are measurably faster: about 1.9x per
+        frame on the 2-core CI CPU, at about 1/255 mean difference; else the engine's dtype).
+        Raises CheckpointError naming the missing file(s)."""
+        device = torch.device(device)
+        sadtalker_dir = Path(sadtalker_dir)
+        present = [s for s in sizes if checkpoint_paths(sadtalker_dir, s, mapping_kind)[0].is_file()]
+        mapping_file = checkpoint_paths(sadtalker_dir, sizes[0], mapping_kind)[1]
+        missing = []
+        if not present:
+            missing.append(" or ".join(str(checkpoint_paths(sadtalker_dir, s, mapping_kind)[0]) for s in sizes))
+        if not mapping_file.is_file():
+            missing.append(str(mapping_file))
+        if missing:
+            raise CheckpointError("missing SadTalker checkpoint file(s): " + ", ".join(missing))
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: autotune once
+        nets = {s: load_networks(sadtalker_dir, s, mapping_kind) for s in present}
+        if conv_dtype is None and device.type == "cpu" and cpu_has_fast_bf16():
+            conv_dtype = torch.bfloat16
+        batch_sizes = {s: batch_size or default_batch_size(device, s) for s in present}
+        engine = cls(nets, device, dtype or DEFAULT_DTYPE[device.type], batch_sizes, conv_dtype=conv_dtype)
+        if compile_renderer if compile_renderer is not None else device.type == "cuda":
+            for renderer in engine.renderers.values():
+                renderer.compile()
+        return engine
+
+    @property
+    def precision(self) -> str:
+        return self.renderers[self.default_size].precision
+
+    @property
+    def compiled(self) -> bool:
+        return all(r.compiled for r in self.renderers.values())
+
+    @property
+    def batch_size(self) -> int:
+        """Frames per render batch at the default size."""
+        return self.batch_sizes[self.default_size]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.nets))
+
+    @property
+    def coeff_channels(self) -> int:
+        return MAPPING_CHECKPOINTS[self.mapping_kind][1]
+
+    # ---- per portrait -------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prepare_portrait(self, portrait: np.ndarray, landmarks: np.ndarray, size: int | None = None) -> PreparedPortrait:
+        """portrait (H, W, 3) RGB uint8; landmarks (478, 2) MediaPipe points in its pixels."""
+        size = size or self.default_size
+        if size not in self.nets:
+            raise ValueError(f"size {size} is not loaded (available: {list(self.sizes)})")
+        crop = face_crop(landmarks, size)
+        crop_image = crop.crop(portrait)
+        aligned = align_for_recon(crop_image, crop.points_to_crop(five_points(landmarks)))
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False):
+            source_coeffs = self.source_coefficients(size, aligned.image, aligned.crop_params)
+
+        image = torch.from_numpy(crop_image).to(self.device).permute(2, 0, 1)[None].float() / 255
+        window = coefficient_windows(source_coeffs[None], self.coeff_channels)
+        source = self.renderers[size].prepare_source(image, torch.from_numpy(window))
+        plan = plan_paste(portrait, crop, self.device, self.dtype)
+        return PreparedPortrait(size, crop, source_coeffs, source, plan, portrait.shape[:2])
+
+    @torch.inference_mode()
+    def source_coefficients(self, size: int, aligned: np.ndarray, crop_params: np.ndarray) -> np.ndarray:
+        """(224, 224, 3) uint8 aligned face -> (73,) exp | angles | trans | crop params."""
+        image = torch.from_numpy(aligned).to(self.device).permute(2, 0, 1)[None].float() / 255
+        coeffs = self.nets[size].recon(image)[0].cpu().numpy()
+        return np.concatenate([coeffs[COEFF_SLICES["exp"]], coeffs[COEFF_SLICES["angle"]],
+                               coeffs[COEFF_SLICES["trans"]], crop_params]).astype(np.float32)
+
+    # ---- per request ----------------------------------------------------------------------
+
+    def driving_windows(self, portrait: PreparedPortrait, samples_16k: np.ndarray, fps: float,
+                        frame_total: int, request: MotionRequest) -> np.ndarray:
+        """Speech -> the mapping net's input for every output frame, (frame_total, C, 27)."""
+        if len(samples_16k) == 0:
+            raise ValueError("speech is empty")
+        frames_25 = max(1, math.ceil(round(len(samples_16k) / AUDIO.sample_rate * AUDIO.fps, 6)))
+        mel_windows = speech_frame_windows(samples_16k, frames_25)
+        nets = self.nets[portrait.size]
+        # Clip lengths vary per request: no cuDNN autotuning for these small nets.
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False):
+            coeffs = motion_coefficients(nets.audio2exp, nets.audio2pose, mel_windows,
+                                         portrait.source_coeffs, request, self.device)
+        windows = coefficient_windows(coeffs, self.coeff_channels)  # at 25 fps
+        flat = resample_frames(windows.reshape(frames_25, -1), AUDIO.fps, fps, frame_total)
+        return flat.reshape(frame_total, *windows.shape[1:])
+
+    def animate(self, portrait: PreparedPortrait, samples_16k: np.ndarray, fps: float,
+                frame_total: int, request: MotionRequest = MotionRequest()) -> Iterator[np.ndarray]:
+        """Yields frame_total full-portrait frames (H, W, 3) uint8, rendered in batches."""
+        started = time.perf_counter()
+        windows = self.driving_windows(portrait, samples_16k, fps, frame_total, request)
+        renderer = self.renderers[portrait.size]
+        with torch.inference_mode():
+            driving = renderer.driving_keypoints(portrait.source, torch.from_numpy(windows))
+        logger.debug("SadTalker motion for %d frames in %.3f s", frame_total, time.perf_counter() - started)
+        return self._render(renderer, portrait, driving, self.batch_sizes[portrait.size])
+
+    def _render(self, renderer: FaceRenderer, portrait: PreparedPortrait,
+                driving: torch.Tensor, batch_size: int) -> Iterator[np.ndarray]:
+        pending = None
+        total = driving.shape[0]
+        for start in range(0, total, batch_size):
+            with torch.inference_mode():
+                batch = driving[start:start + batch_size]
+                count = batch.shape[0]
+                if count < batch_size and self.device.type != "cpu":
+                    # Keep one shape per batch size: a short last batch would make cuDNN
+                    # autotune (and torch.compile recompile) for every clip length. The
+                    # padding frames are dropped.
+                    batch = torch.cat([batch, batch[-1:].expand(batch_size - count, -1, -1)])
+                rendered = renderer.render_keypoints(portrait.source, batch)[:count]
+                frames = paste_frames(rendered, portrait.paste)
+                if self.device.type == "cuda":
+                    # Queue the copy and move on: the next batch renders while this one drains.
+                    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+                    host.copy_(frames, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                    frames = (host, event)
+            if pending is not None:
+                yield from self._drain(pending)
+            pending = frames
+        if pending is not None:
+            yield from self._drain(pending)
+
+    @staticmethod
+    def _drain(frames) -> Iterator[np.ndarray]:
+        if isinstance(frames, tuple):
+            host, event = frames
+            event.synchronize()
+            array = host.numpy()
+        else:
+            array = frames.cpu().numpy()
+        for frame in array:
+            yield frame
+
+
+def default_batch_size(device: torch.device, size: int) -> int:
+    """Frames per render batch: as many as half the free device memory holds, up to the
+    device's useful maximum (an 8 GB card gets ~8 at 256 px, an H200 64)."""
+    limit = MAX_BATCH[device.type] if size == 256 else max(1, MAX_BATCH[device.type] // 2)
+    if device.type != "cuda":
+        return limit
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(limit, free * 0.5 // BYTES_PER_FRAME[size])))
+
+
+def warm_up(engine: SadTalkerEngine) -> None:
+    """Render one batch per size at startup, so cuDNN autotuning and torch.compile happen
+    before the first request. A renderer whose compilation fails is put back on the eager path,
+    with the error logged."""
+    for size, renderer in engine.renderers.items():
+        started = time.perf_counter()
+        try:
+            _render_one_batch(engine, size, renderer)
+        except Exception as error:
+            if not renderer.compiled:
+                raise
+            logger.error("torch.compile of the SadTalker %d renderer failed (%s: %s); using eager mode",
+                         size, type(error).__name__, error)
+            renderer.uncompile()
+            _render_one_batch(engine, size, renderer)
+        logger.info("SadTalker %d renderer warmed up (%s) in %.1f s", size,
+                    "compiled" if renderer.compiled else "eager", time.perf_counter() - started)
+
+
+def _render_one_batch(engine: SadTalkerEngine, size: int, renderer: FaceRenderer) -> None:
+    image = torch.rand(1, 3, size, size, device=engine.device)
+    window = torch.zeros(1, engine.coeff_channels, 27)
+    source = renderer.prepare_source(image, window)
+    driving = renderer.driving_keypoints(source, window.expand(engine.batch_sizes[size], -1, -1))
+    renderer.render_keypoints(source, driving)
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize()

@@ -1,0 +1,221 @@
+"""Building blocks shared by the face-renderer networks.
+
+Attribute names follow the official checkpoint keys (`conv`, `norm`, `conv1`, ...), so a
+network's `state_dict()` lines up with its slice of the official file without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def coordinate_grid_3d(depth: int, height: int, width: int, device, dtype) -> torch.Tensor:
+    """Identity sampling grid in [-1, 1]: (D, H, W, 3) holding (x, y, z) per voxel."""
+    z = torch.linspace(-1.0, 1.0, depth, device=device, dtype=dtype)
+    y = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    x = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
+    return torch.stack([xx, yy, zz], dim=-1)
+
+
+def pool_hw(volume: torch.Tensor) -> torch.Tensor:
+    """2x2 average pool of H and W of (B, C, D, H, W), depth kept.
+
+    Done as a 2D pool over (B, C*D, H, W): identical result, and available on every backend
+    (MPS lacks some 3D pooling kernels)."""
+    b, c, d, h, w = volume.shape
+    return F.avg_pool2d(volume.reshape(b, c * d, h, w), 2).view(b, c, d, h // 2, w // 2)
+
+
+def upsample_hw(volume: torch.Tensor) -> torch.Tensor:
+    """Nearest 2x upsample of H and W of (B, C, D, H, W) through the 2D kernel (see pool_hw)."""
+    b, c, d, h, w = volume.shape
+    up = F.interpolate(volume.reshape(b, c * d, h, w), scale_factor=2.0, mode="nearest")
+    return up.view(b, c, d, 2 * h, 2 * w)
+
+
+class ConvNormReLU2d(nn.Module):
+    """conv -> batch norm -> ReLU (LeakyReLU(0.01) when `leaky`), optional 2x2 average pool."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, padding=1,
+                 leaky: bool = False, pool: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
+        self.norm = nn.BatchNorm2d(out_channels)
+        self.leaky = leaky
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.conv(x))
+        x = F.leaky_relu(x, 0.01) if self.leaky else F.relu(x)
+        return F.avg_pool2d(x, 2) if self.pool else x
+
+
+class DownBlock3d(nn.Module):
+    """conv3d -> BN -> ReLU -> halve H and W (depth kept)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 3, padding=1)
+        self.norm = nn.BatchNorm3d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pool_hw(F.relu(self.norm(self.conv(x))))
+
+
+class UpBlock3d(nn.Module):
+    """Nearest 2x upsample of H and W -> conv3d -> BN -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 3, padding=1)
+        self.norm = nn.BatchNorm3d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(upsample_hw(x))))
+
+
+class PreActResBlock3d(nn.Module):
+    """x + conv(relu(bn(conv(relu(bn(x)))))) in 3D, resolution kept."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.norm1 = nn.BatchNorm3d(channels)
+        self.norm2 = nn.BatchNorm3d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return x + out
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive denormalization: instance-norm x, then scale/shift from a label map.
+
+    x: (B, C, H, W); label: (B, L, h, w), nearest-resized to (H, W).
+    """
+
+    def __init__(self, channels: int, label_channels: int, hidden: int = 128):
+        super().__init__()
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_channels, hidden, 3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.mlp_beta = nn.Conv2d(hidden, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        normalized = F.instance_norm(x, eps=1e-5)
+        if label.shape[-2:] != x.shape[-2:]:
+            label = F.interpolate(label, size=x.shape[-2:], mode="nearest")
+        hidden = self.mlp_shared(label)
+        return normalized * (1 + self.mlp_gamma(hidden)) + self.mlp_beta(hidden)
+
+
+class SPADEResBlock(nn.Module):
+    """Residual block with SPADE norms. Spectral norm of the official convs is folded into plain
+    conv weights at load time (see `checkpoint.fold_spectral_norm`), so no hooks run per frame.
+
+    After loading, `fuse()` merges the label convs of the block's two or three SPADE norms into
+    one conv and each norm's gamma/beta convs into one: the same arithmetic in fewer, wider
+    kernels, and the label is resized once per block instead of once per norm.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, label_channels: int, hidden: int = 128):
+        super().__init__()
+        middle = min(in_channels, out_channels)
+        self.learned_shortcut = in_channels != out_channels
+        self.conv_0 = nn.Conv2d(in_channels, middle, 3, padding=1)
+        self.conv_1 = nn.Conv2d(middle, out_channels, 3, padding=1)
+        self.norm_0 = SPADE(in_channels, label_channels, hidden)
+        self.norm_1 = SPADE(middle, label_channels, hidden)
+        if self.learned_shortcut:
+            self.conv_s = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+            self.norm_s = SPADE(in_channels, label_channels, hidden)
+        self.fused: nn.ModuleDict | None = None
+
+    def _norms(self) -> list[SPADE]:
+        return [self.norm_0, self.norm_1] + ([self.norm_s] if self.learned_shortcut else [])
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        norms = self._norms()
+        shared = [n.mlp_shared[0] for n in norms]
+        label_conv = _concat_convs(shared)
+        modulation = nn.ModuleList(_concat_convs([n.mlp_gamma, n.mlp_beta]) for n in norms)
+        self.fused = nn.ModuleDict({"label": label_conv, "modulation": modulation})
+        self.hidden = shared[0].out_channels
+
+    def _modulations(self, label: torch.Tensor, size) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(gamma, beta) of each SPADE norm, from the label resized to `size`."""
+        if label.shape[-2:] != size:
+            label = F.interpolate(label, size=size, mode="nearest")
+        hidden = F.relu(self.fused["label"](label)).split(self.hidden, dim=1)
+        out = []
+        for h, conv in zip(hidden, self.fused["modulation"]):
+            gamma, beta = conv(h).chunk(2, dim=1)
+            out.append((gamma, beta))
+        return out
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.fused is None:
+            shortcut = self.conv_s(self.norm_s(x, label)) if self.learned_shortcut else x
+            dx = self.conv_0(F.leaky_relu(self.norm_0(x, label), 0.2))
+            dx = self.conv_1(F.leaky_relu(self.norm_1(dx, label), 0.2))
+            return shortcut + dx
+        mods = self._modulations(label, x.shape[-2:])
+        normalized = F.instance_norm(x, eps=1e-5)
+        shortcut = x
+        if self.learned_shortcut:
+            gamma, beta = mods[2]
+            shortcut = self.conv_s(normalized * (1 + gamma) + beta)
+        gamma, beta = mods[0]
+        dx = self.conv_0(F.leaky_relu(normalized * (1 + gamma) + beta, 0.2))
+        gamma, beta = mods[1]
+        dx = self.conv_1(F.leaky_relu(F.instance_norm(dx, eps=1e-5) * (1 + gamma) + beta, 0.2))
+        return shortcut + dx
+
+
+def _concat_convs(convs: list[nn.Conv2d]) -> nn.Conv2d:
+    """One conv computing the given same-input convs side by side (outputs concatenated)."""
+    first = convs[0]
+    fused = nn.Conv2d(first.in_channels, sum(c.out_channels for c in convs), first.kernel_size,
+                      padding=first.padding).to(first.weight.device, first.weight.dtype)
+    fused.weight.copy_(torch.cat([c.weight for c in convs]))
+    fused.bias.copy_(torch.cat([c.bias for c in convs]))
+    return fused
+
+
+class Wav2LipConv(nn.Module):
+    """conv -> BN (+ input when residual) -> ReLU: the unit of Wav2Lip's audio encoder."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding,
+                 residual: bool = False):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_block(x)
+        if self.residual:
+            out = out + x
+        return F.relu(out)
+
+
+def wav2lip_audio_encoder() -> nn.Sequential:
+    """Wav2Lip's mel encoder: (N, 1, 80, 16) mel window -> (N, 512, 1, 1) embedding."""
+    spec = [
+        # in, out, stride, padding, residual
+        (1, 32, 1, 1, False), (32, 32, 1, 1, True), (32, 32, 1, 1, True),
+        (32, 64, (3, 1), 1, False), (64, 64, 1, 1, True), (64, 64, 1, 1, True),
+        (64, 128, 3, 1, False), (128, 128, 1, 1, True), (128, 128, 1, 1, True),
+        (128, 256, (3, 2), 1, False), (256, 256, 1, 1, True),
+        (256, 512, 1, 0, False),
+    ]
+    layers = [Wav2LipConv(i, o, 3, s, p, r) for i, o, s, p, r in spec]
+    layers.append(Wav2LipConv(512, 512, 1, 1, 0))
+    return nn.Sequential(*layers)

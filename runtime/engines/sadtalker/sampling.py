@@ -1,0 +1,54 @@
+"""Trilinear volume sampling with a fast path for backends that lack 3D grid_sample.
+
+MPS implements `grid_sample` for 4D inputs only. Instead of letting the 5D call fall back to
+the CPU (a per-frame device round trip), `grid_sample_3d_via_2d` lays the depth slices out as
+one tall 2D atlas, samples the two depth neighbours of every point with bilinear 2D
+grid_sample and blends them: the same result as trilinear `grid_sample` with zero padding and
+align_corners=False.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def grid_sample_3d(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """volume (N, C, D, H, W), grid (N, D', H', W', 3) in [-1, 1] (x, y, z) -> (N, C, D', H', W')."""
+    if volume.device.type == "mps":
+        return grid_sample_3d_via_2d(volume, grid)
+    return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def grid_sample_3d_via_2d(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    n, c, d, h, w = volume.shape
+    _, d_out, h_out, w_out, _ = grid.shape
+    # Atlas: slices stacked along H with one zero row between them, so bilinear taps that fall
+    # off a slice read zeros exactly as zero padding would.
+    slice_rows = h + 1
+    atlas = F.pad(volume, (0, 0, 0, 1)).reshape(n, c, d * slice_rows, w)
+    atlas = F.pad(atlas, (0, 0, 1, 0))  # zero row above slice 0 too
+    atlas_rows = d * slice_rows + 1
+
+    x, y, z = grid[..., 0], grid[..., 1], grid[..., 2]
+    # align_corners=False: pixel index = ((coord + 1) * size - 1) / 2
+    z_index = ((z + 1) * d - 1) / 2
+    z0 = torch.floor(z_index)
+    z_frac = z_index - z0
+    y_pix = ((y + 1) * h - 1) / 2
+
+    def sample_slice(slice_index: torch.Tensor) -> torch.Tensor:
+        valid = (slice_index >= 0) & (slice_index <= d - 1)
+        row = 1 + slice_index.clamp(0, d - 1) * slice_rows + y_pix
+        # Rows outside this slice must read zeros: clamp into the separator band.
+        row = torch.minimum(torch.maximum(row, 1 + slice_index.clamp(0, d - 1) * slice_rows - 1.0),
+                            1 + slice_index.clamp(0, d - 1) * slice_rows + h)
+        y_norm = (2 * row + 1) / atlas_rows - 1
+        grid_2d = torch.stack([x, y_norm], dim=-1).reshape(n, d_out * h_out, w_out, 2)
+        sampled = F.grid_sample(atlas, grid_2d, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)
+        sampled = sampled.view(n, c, d_out, h_out, w_out)
+        return sampled * valid.unsqueeze(1).to(sampled.dtype)
+
+    weight = z_frac.unsqueeze(1).to(volume.dtype)
+    return sample_slice(z0) * (1 - weight) + sample_slice(z0 + 1) * weight

@@ -1,0 +1,109 @@
+"""SadTalker backend: our engine on the official checkpoints, resident and batched.
+
+Per portrait and render size (cached by image hash): MediaPipe landmarks, the face crop, the
+source 3DMM coefficients, the generator's source volumes and the paste plan. Per request:
+speech at 16 kHz -> expression + pose sequences -> keypoints for every frame -> batched
+render -> frames pasted into the full portrait.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from ..errors import BackendUnavailable, UserInputError
+from ..media.audio import Speech, frame_count, resample
+from .base import AnimationOptions, AvatarBackend, PortraitCache
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..device import DeviceChoice
+    from ..engines.sadtalker.engine import PreparedPortrait, SadTalkerEngine
+    from ..media.landmarks import FaceLocator
+
+log = logging.getLogger(__name__)
+
+
+class SadTalkerBackend(AvatarBackend):
+    name = "sadtalker"
+    display_name = "SadTalker"
+
+    def __init__(self, engine: "SadTalkerEngine", locator: "FaceLocator", load_seconds: float):
+        self.engine = engine
+        self.locator = locator
+        self.load_seconds = load_seconds
+        self._portraits: dict[int, PortraitCache["PreparedPortrait"]] = {
+            size: PortraitCache(capacity=16) for size in engine.sizes}
+        self._device_lock = threading.Lock()  # one clip renders at a time; the device is one resource
+
+    @classmethod
+    def load(cls, settings: "Settings", device: "DeviceChoice") -> "SadTalkerBackend":
+        started = time.perf_counter()
+        if not device.torch_available:
+            raise BackendUnavailable("torch is not installed (install the 'engines' extra)")
+        try:
+            from ..engines.sadtalker.checkpoint import CheckpointError
+            from ..engines.sadtalker.engine import SadTalkerEngine, warm_up
+            from ..media.landmarks import FaceLocator
+        except ImportError as error:
+            raise BackendUnavailable(f"cannot import the SadTalker engine: {error}") from error
+        try:
+            engine = SadTalkerEngine.load(settings.models_dir / "sadtalker", device.name,
+                                          compile_renderer=settings.sadtalker_compile)
+        except CheckpointError as error:
+            raise BackendUnavailable(f"{error} (run scripts/setup_sadtalker.sh)") from error
+        if device.name == "cuda":
+            warm_up(engine)
+        locator = FaceLocator(min_face_side=settings.min_face_side)
+        seconds = time.perf_counter() - started
+        log.info("SadTalker ready on %s (sizes %s, %s, batches %s) in %.1f s", device.name,
+                 list(engine.sizes), engine.precision, engine.batch_sizes, seconds)
+        return cls(engine, locator, seconds)
+
+    def _size(self, options: AnimationOptions) -> int:
+        size = options.size or self.engine.default_size
+        if size not in self.engine.sizes:
+            raise UserInputError(
+                f"size {size} is not available on this server (loaded: {list(self.engine.sizes)}); "
+                "the 512 model needs SadTalker_V0.0.2_512.safetensors", error="invalid_request")
+        return size
+
+    def _prepare(self, portrait: np.ndarray, size: int) -> "PreparedPortrait":
+        landmarks = self.locator.locate(portrait)  # NoFaceError when there is no usable face
+        with self._device_lock:
+            return self.engine.prepare_portrait(portrait, landmarks.points, size)
+
+    def animate(self, portrait: np.ndarray, speech: Speech, fps: int,
+                options: AnimationOptions = AnimationOptions()) -> Iterator[np.ndarray]:
+        """Eager: face, coefficients and keypoints are ready (or an error raised) before this
+        returns; frames come lazily in render batches."""
+        from ..engines.sadtalker.coefficients import MotionRequest
+
+        size = self._size(options)
+        prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
+        speech_16k = resample(speech, 16000)
+        total = frame_count(speech.duration, fps)
+        request = MotionRequest(expression_scale=options.expression_scale, pose_style=options.pose_style,
+                                still=options.still)
+        with self._device_lock:
+            frames = self.engine.animate(prepared, speech_16k.samples, fps, total, request)
+        return self._locked(frames)
+
+    def _locked(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        with self._device_lock:
+            yield from frames
+
+    def describe(self) -> dict:
+        return {
+            "device": str(self.engine.device),
+            "precision": self.engine.precision,
+            "batch_sizes": {str(size): batch for size, batch in self.engine.batch_sizes.items()},
+            "sizes": list(self.engine.sizes),
+            "mapping": self.engine.mapping_kind,
+            "compiled": self.engine.compiled,
+            "load_seconds": round(self.load_seconds, 2),
+            "cached_portraits": sum(len(cache) for cache in self._portraits.values()),
+        }

@@ -1,0 +1,59 @@
+"""A user's story on the cpu: the service started with AVATAR_BACKEND=sadtalker and a MODELS_DIR
+holding (random-weight) official checkpoints serves SadTalker and returns a right-length mp4.
+
+The face renderer costs several seconds a frame on two cpu cores, so the requests are a short
+text at a low frame rate: a handful of rendered frames, enough to run the whole path (MediaPipe
+crop, recon net, audio nets, batched render, paste back, encode) end to end."""
+from __future__ import annotations
+
+import pytest
+
+from runtime.media.lipsync import read_audio, video_duration
+
+from .sadtalker_checkpoints import random_models_dir
+from .server import save_mp4, start_server
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def sadtalker_server():
+    with start_server(startup_timeout=300, AVATAR_BACKEND="sadtalker", DEVICE="cpu",
+                      MODELS_DIR=str(random_models_dir())) as server:
+        yield server
+
+
+def test_health_reports_sadtalker(sadtalker_server):
+    health = sadtalker_server.health()
+    assert health["avatar_backend"] == "sadtalker"
+    assert health["models"]["avatar"] is True
+    assert health["models"]["avatar_backend"] == "sadtalker"
+    assert health["detail"]["avatar"]["fell_back"] is False
+
+
+def test_generate_returns_an_mp4_as_long_as_the_speech(sadtalker_server, tmp_path):
+    with sadtalker_server.client(timeout=900) as client:
+        response = client.post("/generate", json={"text": "Hi there.", "fps": 4, "pose_style": 12,
+                                                   "expression_scale": 1.5, "size": 256})
+    path = save_mp4(response, tmp_path)
+    _, _, audio_seconds = read_audio(path)
+    assert audio_seconds > 0.3
+    assert abs(video_duration(path) - audio_seconds) <= 0.25  # one frame at 4 fps
+    assert response.headers["x-avatar-backend"] == "sadtalker"
+
+
+def test_still_mode_renders_too(sadtalker_server, tmp_path):
+    with sadtalker_server.client(timeout=900) as client:
+        response = client.post("/generate", json={"text": "Hi.", "fps": 2, "still": True})
+    path = save_mp4(response, tmp_path)
+    _, _, audio_seconds = read_audio(path)
+    assert abs(video_duration(path) - audio_seconds) <= 0.5
+
+
+def test_a_size_that_is_not_installed_is_a_client_error(sadtalker_server):
+    with sadtalker_server.client(timeout=120) as client:
+        response = client.post("/generate", json={"text": "Hi.", "fps": 2, "size": 512})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert "512" in body["detail"]
