@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     pytorch_enable_mps_fallback: bool = True
     models_dir: Path = PACKAGE_DIR / "pretrained_weights"
 
-    # LivePortrait: torch.compile of the per-frame networks (about 2x faster on an H200; compiles at
-    # start-up, needs a C compiler and Python headers for Triton). None = the engine's CUDA default (off).
+    # LivePortrait: torch.compile of the per-frame networks (2x the frames/s on an H200; ~38 s at a first
+    # start, ~17 s on a cached restart; needs a C compiler and Python headers for Triton).
+    # None = on for cuda where it can build, else eager with a warning; true = required; false = eager.
     liveportrait_compile: Optional[bool] = None
     liveportrait_compile_cache_dir: Optional[Path] = None  # default MODELS_DIR/.cache/inductor
 

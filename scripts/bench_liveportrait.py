@@ -363,17 +363,27 @@ def bench_upstream(frames: int) -> dict:
             "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1)}
 
 
-def cold_start(models_dir: Path) -> dict:
-    """Fresh process: import torch, load the checkpoints onto the GPU, warm up; seconds to ready."""
+def cold_start(models_dir: Path, compile_cache_dir: Path | None = None) -> float:
+    """Fresh process: import torch, load the checkpoints onto the GPU, warm up; seconds to ready.
+    With compile_cache_dir the engine compiles (an empty directory: a first start; a filled one: a restart)."""
+    options = f"compile=True, compile_cache_dir={str(compile_cache_dir)!r}" if compile_cache_dir else ""
     code = (
         f"import time; t = time.perf_counter(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from runtime.engines.liveportrait.engine import LivePortraitEngine, warm_up\n"
-        f"engine = LivePortraitEngine.load({str(models_dir / 'liveportrait')!r}, 'cuda'); warm_up(engine)\n"
+        f"engine = LivePortraitEngine.load({str(models_dir / 'liveportrait')!r}, 'cuda', {options}); warm_up(engine)\n"
         "print(time.perf_counter() - t)"
     )
-    seconds = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                                   text=True).stdout.strip().splitlines()[-1])
-    return {"cold_start_to_ready_s": round(seconds, 2)}
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return round(float(output.strip().splitlines()[-1]), 2)
+
+
+def cold_starts(models_dir: Path, with_compile: bool) -> dict:
+    results = {"cold_start_to_ready_s": cold_start(models_dir)}
+    if with_compile:
+        cache = Path(tempfile.mkdtemp(prefix="lp-cold-inductor-"))
+        results["cold_start_compile_first_s"] = cold_start(models_dir, cache)
+        results["cold_start_compile_restart_s"] = cold_start(models_dir, cache)
+    return results
 
 
 def main() -> None:
@@ -503,12 +513,12 @@ def main() -> None:
         results["runs"].append(bench_upstream(args.upstream_frames))
     if args.cold_start:
         if args.models_dir:
-            results.update(cold_start(args.models_dir))
+            results.update(cold_starts(args.models_dir, args.compile))
         else:
             from tests.liveportrait_checkpoints import write_random_checkpoints
 
             with tempfile.TemporaryDirectory() as directory:
-                results.update(cold_start(write_random_checkpoints(Path(directory))))
+                results.update(cold_starts(write_random_checkpoints(Path(directory)), args.compile))
     ours = [run for run in results["runs"] if run["engine"] == "ours"]
     if ours:
         best = max(ours, key=lambda run: run["frames_per_s"])

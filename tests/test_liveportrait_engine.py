@@ -235,3 +235,30 @@ def test_backend_refuses_compile_it_cannot_do_by_name(monkeypatch):
     settings = SimpleNamespace(models_dir=shared_random_models_dir(seed=0), min_face_side=48, liveportrait_compile=True)
     with pytest.raises(BackendUnavailable, match="no C compiler.*LIVEPORTRAIT_COMPILE=false"):
         LivePortraitBackend.load(settings, DeviceChoice("cuda", "test", True))
+
+
+def test_default_compile_without_build_tools_renders_eagerly(monkeypatch, caplog):
+    """Compiling is the CUDA default; where Triton cannot build, LivePortrait still loads, eagerly,
+    and says so, rather than falling back to another backend."""
+    from types import SimpleNamespace
+
+    from runtime.device import DeviceChoice
+    from runtime.engines.liveportrait import engine as engine_module
+    from runtime.engines.liveportrait.checkpoints import CheckpointError
+    from runtime.errors import BackendUnavailable
+    from runtime.models.liveportrait_model import LivePortraitBackend
+
+    asked: dict = {}
+
+    def record_and_stop(*args, **options):
+        asked.update(options)
+        raise CheckpointError("stopped after choosing the options")  # a cpu cannot load onto cuda
+
+    assert engine_module.CUDA_DEFAULTS["compile"] is True
+    monkeypatch.setattr(engine_module, "compile_problems", lambda: ["no C compiler (cc, gcc or clang, or $CC) on PATH"])
+    monkeypatch.setattr(engine_module.LivePortraitEngine, "load", record_and_stop)
+    settings = SimpleNamespace(models_dir=shared_random_models_dir(seed=0), min_face_side=48, liveportrait_compile=None)
+    with pytest.raises(BackendUnavailable, match="stopped after choosing"):
+        LivePortraitBackend.load(settings, DeviceChoice("cuda", "test", True))
+    assert asked["compile"] is False
+    assert "renders eagerly" in caplog.text

@@ -81,22 +81,36 @@ class LivePortraitBackend(AvatarBackend):
             log.warning("LIVEPORTRAIT_COMPILE is for CUDA; rendering eagerly on %s", device.name)
         compile_ = device.name == "cuda" and (CUDA_DEFAULTS["compile"] if requested is None else bool(requested))
         if compile_ and (problems := compile_problems()):
-            raise BackendUnavailable("LivePortrait compile is on but cannot work here: " + "; ".join(problems)
-                                     + " (install them, or set LIVEPORTRAIT_COMPILE=false)")
-        try:
-            engine = LivePortraitEngine.load(weights, device.name, compile=compile_,
-                                             compile_cache_dir=_compile_cache_dir(settings) if compile_ else None)
-        except CheckpointError as error:
-            raise BackendUnavailable(str(error)) from error
-        if device.name == "cuda":
+            if requested:
+                raise BackendUnavailable("LIVEPORTRAIT_COMPILE=true but compiling cannot work here: "
+                                         + "; ".join(problems) + " (install them, or set LIVEPORTRAIT_COMPILE=false)")
+            log.warning("LivePortrait renders eagerly (about half the speed): %s", "; ".join(problems))
+            compile_ = False
+
+        def load_engine(compile_: bool) -> LivePortraitEngine:
             try:
+                engine = LivePortraitEngine.load(weights, device.name, compile=compile_,
+                                                 compile_cache_dir=_compile_cache_dir(settings) if compile_ else None)
+            except CheckpointError as error:
+                raise BackendUnavailable(str(error)) from error
+            if device.name == "cuda":
                 warm_seconds = warm_up(engine)  # compiles here (compile=True), never in a request
-            except Exception as error:
-                if not engine.compiled:
-                    raise
+                log.info("LivePortrait warm-up (%s) took %.1f s", "compile" if engine.compiled else "eager",
+                         warm_seconds)
+            return engine
+
+        try:
+            engine = load_engine(compile_)
+        except BackendUnavailable:
+            raise
+        except Exception as error:
+            if not compile_:
+                raise
+            if requested:
                 raise BackendUnavailable(f"LivePortrait torch.compile failed at start-up: {error!r} "
                                          "(set LIVEPORTRAIT_COMPILE=false to render eagerly)") from error
-            log.info("LivePortrait warm-up (%s) took %.1f s", "compile" if engine.compiled else "eager", warm_seconds)
+            log.error("LivePortrait torch.compile failed at start-up (%r); rendering eagerly", error)
+            engine = load_engine(False)
         locator = FaceLocator(min_face_side=settings.min_face_side)
         seconds = time.perf_counter() - started
         log.info("LivePortrait ready on %s (%s, batch %d) in %.1f s", device.name, engine.precision,
