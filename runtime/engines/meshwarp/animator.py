@@ -30,7 +30,8 @@ _BORDER_ANCHORS = 24  # zero-motion anchors on each side of the region keep its 
 # the gap). Iris points duplicate the eye's.
 _WARP_EXCLUDED = sorted(set(lm.INNER_LIP_UPPER[1:-1]) | set(range(468, 478)))
 _INNER_LIP_POLYGON = lm.INNER_LIP_UPPER + lm.INNER_LIP_LOWER[-2:0:-1]
-_TEETH_COLOR = np.array([240, 233, 220], np.float32)
+_TEETH_COLOR = np.array([238, 228, 210], np.float32)
+_CAVITY_TINT = np.array([1.0, 0.6, 0.6], np.float32)  # a mouth's inside is redder than its lips
 _BLINK = motion_basis.BASES.index("blink")
 _LASH_COLOR = np.array([45, 32, 30], np.float32)
 
@@ -246,7 +247,7 @@ def _paint_mouth_interior(region: np.ndarray, moved: np.ndarray, prepared: Prepa
     # Cavity: the lips' own hue, very dark, darkest in the middle of the opening.
     rows = (patch.rows() - upper[:, 1].mean()) / max(gap, 1.0)
     depth_shade = 0.10 + 0.12 * np.abs(rows - 0.5)[:, None, None]
-    interior = np.broadcast_to(prepared.lip_color * depth_shade, patch.shape + (3,)).copy()
+    interior = np.broadcast_to(prepared.lip_color * _CAVITY_TINT * depth_shade, patch.shape + (3,)).copy()
 
     # Upper teeth just under the upper lip across the middle of the mouth; lower teeth once wide open.
     # Both are shaded darker towards the corners, where they turn away into the cavity.
@@ -255,7 +256,7 @@ def _paint_mouth_interior(region: np.ndarray, moved: np.ndarray, prepared: Prepa
     side_shade = np.clip(1.0 - 0.55 * columns**2, 0.35, 1.0)[None, :, None]
     teeth_height = min(0.4 * gap, 0.03 * face_height)
     middle = upper[2:-2]
-    upper_teeth = patch.fill(np.concatenate([middle, middle[::-1] + [0, teeth_height]]), sigma)
+    upper_teeth = patch.fill(np.concatenate([middle, middle[::-1] + [0, teeth_height]]), 0.5 * sigma)  # crisper than the lips
     # Teeth catch light at the top and fall into shadow towards their edges.
     teeth_rows = np.clip((patch.rows() - middle[:, 1].mean()) / max(teeth_height, 1.0), 0, 1)
     teeth_shade = (1.0 - 0.3 * teeth_rows**2)[:, None, None] * side_shade
