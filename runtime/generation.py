@@ -149,6 +149,14 @@ class GenerationService:
             request.image, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, max_output_side=s.max_output_side
         )
 
+    def _check_text(self, request: GenerationRequest) -> None:
+        """The cheap checks, before any decoding: text within the limit, and something to say."""
+        limit = self.settings.max_text_chars
+        if len(request.text) > limit:
+            raise InvalidTextError(f"text is {len(request.text)} characters; the limit is {limit}")
+        if request.audio is None and not request.text.strip():
+            raise InvalidTextError("text is empty; send text to speak, or audio")
+
     def _speech(self, request: GenerationRequest) -> Speech:
         s = self.settings
         if request.audio is not None:
@@ -157,10 +165,6 @@ class GenerationService:
                 raise InvalidAudioError("the audio is silent")
             return speech
         text = request.text.strip()
-        if not text:
-            raise InvalidTextError("text is empty; send text to speak, or audio")
-        if len(text) > s.max_text_chars:
-            raise InvalidTextError(f"text is {len(text)} characters; the limit is {s.max_text_chars}")
         speaker = None
         if request.speaker_wav is not None:
             speaker = decode_audio(request.speaker_wav, max_seconds=30.0, max_bytes=s.max_audio_bytes)
@@ -173,6 +177,7 @@ class GenerationService:
 
     def generate(self, request: GenerationRequest, workdir: Optional[Path] = None) -> GenerationResult:
         """Run the whole job (blocking). Raises UserInputError for bad input, ServiceBusyError when full."""
+        self._check_text(request)  # bad text is a 4xx even when the queue is full
         with self._pending_lock:
             if self._pending >= self.settings.max_pending_requests:
                 raise ServiceBusyError(f"{self._pending} requests are already waiting; try again shortly")

@@ -100,10 +100,6 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], svc: Generatio
     fps = body.fps or settings.default_fps
     if fps > settings.max_fps:
         raise UserInputError(f"fps is {fps}; the limit is {settings.max_fps}", error="invalid_request")
-    if len(body.text) > settings.max_text_chars:
-        raise UserInputError(
-            f"text is {len(body.text)} characters; the limit is {settings.max_text_chars}", error="invalid_text"
-        )
     binary: dict[str, bytes | None] = {}
     for name, (limit_name, error) in _BINARY_FIELDS.items():
         limit = getattr(settings, limit_name)
@@ -115,8 +111,6 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], svc: Generatio
             binary[name] = decode_base64_field(getattr(body, name), name, limit, error)
         else:
             binary[name] = None
-    if not body.text.strip() and binary["audio"] is None:
-        raise UserInputError("text is empty; send text to speak, or audio", error="invalid_text")
     return GenerationRequest(
         text=body.text,
         image=binary["image"],
