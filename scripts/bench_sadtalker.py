@@ -59,6 +59,14 @@ def windows(count: int, channels: int, seed: int) -> torch.Tensor:
 
 # ---- upstream ------------------------------------------------------------------------------
 
+def render_to_host(renderer, prepared, drive: torch.Tensor, batch: int, count: int) -> None:
+    """Render the first `count` driving rows in batches and copy each batch to the host as uint8 frames."""
+    for start in range(0, count, batch):
+        with torch.inference_mode():
+            out = renderer.render_batch(prepared, drive[start:start + batch])
+            (out * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
 def bench_upstream(models_dir: Path, device: torch.device, frames: int, size: int) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from tests.sadtalker_checkpoints import import_upstream, upstream_face_renderer
@@ -109,10 +117,7 @@ def bench_renderer(nets, device: torch.device, dtype: torch.dtype, frames: int, 
             drive = windows(frames, 73, 2)
 
             def run(count: int) -> None:
-                for start in range(0, count, batch):
-                    with torch.inference_mode():
-                        out = renderer.render_batch(prepared, drive[start:start + batch])
-                        (out * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+                render_to_host(renderer, prepared, drive, batch, count)
 
             try:
                 run(batch)  # warm-up: cuDNN autotuning for this shape
@@ -178,10 +183,7 @@ def bench_compiled(nets, device: torch.device, dtype: torch.dtype, frames: int, 
     drive = windows(frames, 73, 2)
 
     def run(count: int) -> None:
-        for start in range(0, count, batch):
-            with torch.inference_mode():
-                out = renderer.render_batch(prepared, drive[start:start + batch])
-                (out * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        render_to_host(renderer, prepared, drive, batch, count)
 
     try:
         started = time.perf_counter()
