@@ -11,12 +11,12 @@ SPADE decoder G (512x512 out), paste into a 512x512 portrait, frames copied to h
 Random weights unless --models-dir points at real checkpoints (speed does not depend on them).
 Needs no MediaPipe: the source is synthetic. Examples:
     python scripts/bench_liveportrait.py --frames 512 --batch-sizes 16 32 64
-    # eager (the original configuration, every speed flag off), + stacked mask conv, + aligned
-    # channels, both; the fastest of them compiled; accuracy against fp32; per-conv timings of W;
-    # restart cost with a filled compile cache; compile alone; kernel profile of the compiled run:
-    python scripts/bench_liveportrait.py --precisions fp16 --batch-sizes 32 --frames 256 --stacked-mask-conv \
-        --align-channels --compile --accuracy --conv-micro --compile-restart --profile-compiled \
-        --skip-upstream --time-budget-s 150
+    # plain eager, the exact rewrites one by one and together, compiled; accuracy against fp32;
+    # per-conv timings of W; restart cost with a filled compile cache; kernel profile of the best
+    # compiled variant; cold starts of a fresh process (the engine's defaults):
+    python scripts/bench_liveportrait.py --precisions fp16 --batch-sizes 32 --frames 256 \
+        --variants eager eager+aligned+stacked eager+aligned+stacked+lowres+stacked3d+taps defaults \
+        --accuracy --conv-micro --compile-restart --profile-compiled --cold-start --skip-upstream
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from runtime.engines.liveportrait import crop as crop_ops
 from runtime.engines.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
 from runtime.engines.liveportrait.checkpoints import LivePortraitNetworks, load_networks
 from runtime.engines.liveportrait.driving import DrivingTargets
-from runtime.engines.liveportrait.engine import LivePortraitEngine, PreparedSource, warm_up
+from runtime.engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, PreparedSource, warm_up
 from runtime.engines.liveportrait.keypoints import SourceMotion
 from runtime.engines.liveportrait.motion_extractor import MotionExtractor
 from runtime.engines.liveportrait.spade_generator import SPADEDecoder
@@ -82,19 +82,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-OPTION_NAMES = {"align_channels": "aligned", "stacked_mask_conv": "stacked"}
+OPTION_NAMES = {"align_channels": "aligned", "stacked_mask_conv": "stacked", "stacked_3d_convs": "stacked3d",
+                "low_res_upsample_convs": "lowres", "occlusion_taps": "taps"}
 
 
 def explicit(options: dict) -> dict:
     """Every engine speed flag spelled out (False unless given), so the engine's CUDA defaults
     never leak into a variant."""
-    return {"stacked_mask_conv": False, "align_channels": False, "compile": False, **options}
+    return {**{key: False for key in OPTION_NAMES}, "compile": False, **options}
 
 
 def variant_name(options: dict) -> str:
     """{"compile": True, "stacked_mask_conv": True} -> "compile+stacked"."""
     return "+".join(["compile" if options.get("compile") else "eager"]
                     + [short for key, short in OPTION_NAMES.items() if options.get(key)])
+
+
+def parse_variant(name: str) -> dict:
+    """"compile+aligned+stacked" -> engine options; "defaults" -> the engine's CUDA_DEFAULTS."""
+    if name == "defaults":
+        return dict(CUDA_DEFAULTS)
+    first, *rest = name.split("+")
+    if first not in ("eager", "compile"):
+        raise SystemExit(f"a variant starts with eager or compile, not {first!r}")
+    keys = {short: key for key, short in OPTION_NAMES.items()}
+    unknown = [token for token in rest if token not in keys]
+    if unknown:
+        raise SystemExit(f"unknown variant parts {unknown}; known: {sorted(keys)}")
+    return {**({"compile": True} if first == "compile" else {}), **{keys[token]: True for token in rest}}
 
 
 def accuracy_batch(engine: LivePortraitEngine, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -291,11 +306,14 @@ def profile_compiled(precision: str, batch_size: int, options: dict, cache_dir: 
     _sync(engine.device)
     cuda = engine.device.type == "cuda"
     activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
-    with torch.profiler.profile(activities=[activity]) as profiler:
+    with torch.profiler.profile(activities=[activity], record_shapes=True) as profiler:
         engine.render_crops(source, kp)
         _sync(engine.device)
-    print(profiler.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=rows,
-                                        max_name_column_width=90), file=sys.stderr)
+    sort_by = "cuda_time_total" if cuda else "cpu_time_total"
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=90), file=sys.stderr)
+    # Which convs those kernels belong to: aten::convolution calls by input shapes, slowest first.
+    print(profiler.key_averages(group_by_input_shape=True).table(
+        sort_by=sort_by, row_limit=rows, max_name_column_width=30, max_shapes_column_width=120), file=sys.stderr)
 
 
 def compile_restart(precision: str, batch_size: int, options: dict, cache_dir: Path, device: str = "cuda") -> dict:
@@ -365,8 +383,9 @@ def bench_upstream(frames: int) -> dict:
 
 def cold_start(models_dir: Path, compile_cache_dir: Path | None = None) -> float:
     """Fresh process: import torch, load the checkpoints onto the GPU, warm up; seconds to ready.
-    With compile_cache_dir the engine compiles (an empty directory: a first start; a filled one: a restart)."""
-    options = f"compile=True, compile_cache_dir={str(compile_cache_dir)!r}" if compile_cache_dir else ""
+    The engine's CUDA defaults; with compile_cache_dir it compiles there (an empty directory: a
+    first start; a filled one: a restart), without it it renders eagerly."""
+    options = f"compile_cache_dir={str(compile_cache_dir)!r}" if compile_cache_dir else "compile=False"
     code = (
         f"import time; t = time.perf_counter(); import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from runtime.engines.liveportrait.engine import LivePortraitEngine, warm_up\n"
@@ -377,13 +396,11 @@ def cold_start(models_dir: Path, compile_cache_dir: Path | None = None) -> float
     return round(float(output.strip().splitlines()[-1]), 2)
 
 
-def cold_starts(models_dir: Path, with_compile: bool) -> dict:
-    results = {"cold_start_to_ready_s": cold_start(models_dir)}
-    if with_compile:
-        cache = Path(tempfile.mkdtemp(prefix="lp-cold-inductor-"))
-        results["cold_start_compile_first_s"] = cold_start(models_dir, cache)
-        results["cold_start_compile_restart_s"] = cold_start(models_dir, cache)
-    return results
+def cold_starts(models_dir: Path) -> dict:
+    cache = Path(tempfile.mkdtemp(prefix="lp-cold-inductor-"))
+    return {"cold_start_eager_s": cold_start(models_dir),
+            "cold_start_compile_first_s": cold_start(models_dir, cache),
+            "cold_start_compile_restart_s": cold_start(models_dir, cache)}
 
 
 def main() -> None:
@@ -395,12 +412,9 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, help="MODELS_DIR with real checkpoints (default: random)")
     parser.add_argument("--skip-upstream", action="store_true")
     parser.add_argument("--cold-start", action="store_true", help="also time load + warm-up in a fresh process")
-    parser.add_argument("--stacked-mask-conv", action="store_true",
-                        help="also run each configuration with W's mask conv as one wide 2-D conv")
-    parser.add_argument("--align-channels", action="store_true",
-                        help="also run each configuration with W's 110/142-channel tensors padded to 112/144")
-    parser.add_argument("--compile", action="store_true",
-                        help="also run through torch.compile: the fastest eager variant, then plain eager's options")
+    parser.add_argument("--variants", nargs="+", default=["eager", "defaults"],
+                        help="engine configurations: eager|compile, then +" + " +".join(OPTION_NAMES.values())
+                        + ", or defaults (the engine's CUDA defaults)")
     parser.add_argument("--compile-cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "lp-bench-inductor",
                         help="inductor's cache for --compile (the restart test reuses it)")
     parser.add_argument("--accuracy", action="store_true",
@@ -435,15 +449,7 @@ def main() -> None:
 
     if args.profile:
         profile_kernels(args.precisions[0], args.batch_sizes[0])
-    # Eager variants first (cheap), then compile the fastest of them (the expected best), then
-    # compile plain eager's options; a run cut short by --time-budget-s still answers the main question.
-    eager_variants: list[dict] = [{}]
-    if args.stacked_mask_conv:
-        eager_variants.append({"stacked_mask_conv": True})
-    if args.align_channels:
-        eager_variants.append({"align_channels": True})
-    if args.stacked_mask_conv and args.align_channels:
-        eager_variants.append({"align_channels": True, "stacked_mask_conv": True})
+    variants = [parse_variant(name) for name in args.variants]
     def guarded(label: str, step):
         """Run one step unless the time budget is spent; an exception is recorded, not fatal, so
         one failing variant (a compile error, say) does not cost the rest of the run."""
@@ -463,7 +469,6 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    deferred: list = []  # steps that run after the restart and micro-benchmark
     for precision, batch_size in itertools.product(args.precisions, args.batch_sizes):
         references: dict = {}
         if args.accuracy:
@@ -482,21 +487,11 @@ def main() -> None:
             print(json.dumps(run), file=sys.stderr, flush=True)
             return run
 
-        def label(options: dict, precision=precision, batch_size=batch_size) -> str:
-            return f"{precision} bs{batch_size} {variant_name(options)}"
-
-        eager_runs = [run for options in eager_variants
-                      if (run := guarded(label(options), lambda options=options: run_variant(options))) is not None]
         if args.conv_micro and device.type == "cuda" and "conv_micro" not in results:  # eager, cheap: first
             results["conv_micro"] = guarded("conv micro-benchmark", lambda precision=precision, batch_size=batch_size:
                                             conv_micro(precision, batch_size, align_channels=True))
-        if args.compile and eager_runs:
-            fastest = max(eager_runs, key=lambda run: run["frames_per_s"])["options"]
-            best_options = {**fastest, "compile": True}
-            guarded(label(best_options), lambda options=best_options: run_variant(options))
-            if fastest:  # compile alone, for its own share of the gain: after the restart and micro-benchmark
-                plain = {"compile": True}
-                deferred.append((label(plain), lambda run_variant=run_variant, plain=plain: run_variant(plain)))
+        for options in variants:
+            guarded(f"{precision} bs{batch_size} {variant_name(options)}", lambda options=options: run_variant(options))
     compiled_runs = [run for run in results["runs"] if run.get("options", {}).get("compile")]
     best_compiled = max(compiled_runs, key=lambda run: run["frames_per_s"]) if compiled_runs else None
     if args.compile_restart and best_compiled is not None:
@@ -504,21 +499,19 @@ def main() -> None:
             best_compiled["precision"], best_compiled["batch_size"], best_compiled["options"], args.compile_cache_dir,
             device.type))
         print(json.dumps(results["compile_restart"]), file=sys.stderr, flush=True)
-    for step_label, step in deferred:
-        guarded(step_label, step)
     if args.profile_compiled and best_compiled is not None and device.type == "cuda":
         guarded("profile of the best compiled variant", lambda: profile_compiled(
             best_compiled["precision"], best_compiled["batch_size"], best_compiled["options"], args.compile_cache_dir))
     if not args.skip_upstream:
         results["runs"].append(bench_upstream(args.upstream_frames))
-    if args.cold_start:
+    if args.cold_start:  # the engine's defaults, as the service starts it
         if args.models_dir:
-            results.update(cold_starts(args.models_dir, args.compile))
+            results.update(cold_starts(args.models_dir))
         else:
             from tests.liveportrait_checkpoints import write_random_checkpoints
 
             with tempfile.TemporaryDirectory() as directory:
-                results.update(cold_starts(write_random_checkpoints(Path(directory)), args.compile))
+                results.update(cold_starts(write_random_checkpoints(Path(directory))))
     ours = [run for run in results["runs"] if run["engine"] == "ours"]
     if ours:
         best = max(ours, key=lambda run: run["frames_per_s"])

@@ -172,6 +172,26 @@ def test_aligned_channels_warp_exactly_like_the_original():
     assert (got - expected).abs().max().item() <= 1e-6
 
 
+EVERY_REWRITE = {"align_channels": True, "stacked_mask_conv": True, "stacked_3d_convs": True,
+                 "low_res_upsample_convs": True, "occlusion_taps": True}
+
+
+def test_every_exact_rewrite_renders_like_the_plain_engine():
+    """The CUDA speed options (conv_rewrites.py) together, in fp32 on the CPU: same crops."""
+    from runtime.engines.liveportrait.checkpoints import load_networks
+
+    directory = shared_random_models_dir(seed=0) / "liveportrait"
+    plain = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=2)
+    rewritten = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=2, **EVERY_REWRITE)
+    assert not any(plain.options.values()) and all(rewritten.options[name] for name in EVERY_REWRITE)
+    feature, kp_driving, kp_source = _random_render_inputs(2)
+    with torch.no_grad():
+        expected = plain._render_batch(feature, kp_driving, kp_source)
+        got = rewritten._render_batch(feature, kp_driving, kp_source)
+    assert expected.std() > 1e-3
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
 def test_aligned_channels_needs_folded_norms():
     from runtime.engines.liveportrait.warping_module import WarpingNetwork
 
@@ -197,10 +217,9 @@ def test_compile_option_traces_w_and_g_as_one_graph_and_renders_like_eager(monke
     monkeypatch.setattr(torch, "compile", compile_with_aot_eager)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))  # restored after the test
     directory = shared_random_models_dir(seed=0) / "liveportrait"
-    eager = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=1, align_channels=True,
-                               stacked_mask_conv=True)
-    compiled = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=1, align_channels=True,
-                                  stacked_mask_conv=True, compile=True, compile_cache_dir=tmp_path / "inductor")
+    eager = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=1, **EVERY_REWRITE)
+    compiled = LivePortraitEngine(load_networks(directory), torch.device("cpu"), batch_size=1, **EVERY_REWRITE,
+                                  compile=True, compile_cache_dir=tmp_path / "inductor")
     assert compile_calls == [{"fullgraph": True, "dynamic": False}]
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "inductor").resolve())
     assert warm_up(compiled) > 0

@@ -12,7 +12,7 @@ import torch
 
 from runtime.engines.liveportrait import crop as crop_ops
 from runtime.engines.liveportrait.checkpoints import load_networks
-from runtime.engines.liveportrait.engine import LivePortraitEngine, PreparedSource
+from runtime.engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, PreparedSource
 from runtime.engines.liveportrait.keypoints import SourceMotion
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -29,7 +29,7 @@ def networks():
 
 
 def _render(networks, precision: str, **options) -> torch.Tensor:
-    flags = {"stacked_mask_conv": False, "align_channels": False, "compile": False, **options}  # not CUDA_DEFAULTS
+    flags = {**{name: False for name in CUDA_DEFAULTS}, **options}  # each flag explicit: not CUDA_DEFAULTS
     engine = LivePortraitEngine(copy.deepcopy(networks), torch.device("cuda"), precision=precision, batch_size=4,
                                 **flags)
     rng = np.random.default_rng(0)
@@ -49,12 +49,16 @@ def _render(networks, precision: str, **options) -> torch.Tensor:
     return crops
 
 
+EVERY_REWRITE = {"align_channels": True, "stacked_mask_conv": True, "stacked_3d_convs": True,
+                 "low_res_upsample_convs": True, "occlusion_taps": True}
 VARIANTS = {
     "fp16": ("fp16", {}),
     "bf16": ("bf16", {}),
     "fp16-stacked-mask-conv": ("fp16", {"stacked_mask_conv": True}),
     "fp16-aligned-stacked": ("fp16", {"align_channels": True, "stacked_mask_conv": True}),
-    "fp16-compiled-aligned-stacked": ("fp16", {"align_channels": True, "stacked_mask_conv": True, "compile": True}),
+    "fp16-every-rewrite": ("fp16", EVERY_REWRITE),
+    "bf16-every-rewrite": ("bf16", EVERY_REWRITE),
+    "fp16-defaults": ("fp16", CUDA_DEFAULTS),  # what the service runs: compiled, every default rewrite
 }
 
 
@@ -80,9 +84,9 @@ def test_half_precision_render_matches_fp32(networks, variant, compile_cache):
 
 def test_compiled_render_matches_eager_at_the_same_precision(networks, compile_cache):
     """torch.compile changes only how the elementwise work is fused: same tolerance as above."""
-    options = {"align_channels": True, "stacked_mask_conv": True}
+    options = {**CUDA_DEFAULTS, "compile": False}
     eager = _render(networks, "fp16", **options)
-    compiled = _render(networks, "fp16", **options, compile=True, compile_cache_dir=compile_cache)
+    compiled = _render(networks, "fp16", **{**options, "compile": True}, compile_cache_dir=compile_cache)
     error = (compiled - eager).abs()
     print(f"compiled vs eager fp16: mean abs {error.mean().item():.2e}, max abs {error.max().item():.2e}")
     assert torch.isfinite(compiled).all()

@@ -103,13 +103,18 @@ def _keypoint_pair(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return source, driving
 
 
-@pytest.mark.parametrize("variant", ["as-loaded", "batchnorm-folded", "stacked-mask-conv"])
+@pytest.mark.parametrize("variant", ["as-loaded", "batchnorm-folded", "stacked-mask-conv", "every-rewrite"])
 def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
     ours = ckpt.load_base_model(models_dir / "liveportrait", "warping_module")
+    motion = ours.dense_motion_network
     if variant != "as-loaded":
         ours.fold_norm()
-    if variant == "stacked-mask-conv":
-        ours.dense_motion_network.use_stacked_mask_conv()
+    if variant == "every-rewrite":  # what the engine runs on CUDA (conv_rewrites.py), in fp32
+        motion.align_channels()
+        motion.hourglass.rewrite_3d_convs(depth_slices=True, low_res_upsample=True)
+        motion.use_occlusion_taps()
+    if variant in ("stacked-mask-conv", "every-rewrite"):
+        motion.use_stacked_mask_conv()
     theirs = _upstream("warping_module", upstream_config, models_dir)
     feature = torch.randn(2, 32, 16, 64, 64, generator=torch.Generator().manual_seed(3))
     kp_source, kp_driving = _keypoint_pair(2, seed=4)
@@ -120,11 +125,11 @@ def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
     assert _max_diff(got, expected) < TOLERANCE
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["as-loaded", "fused"])
+@pytest.mark.parametrize("fused", [False, True, "low-res-upsample"], ids=["as-loaded", "fused", "low-res-upsample"])
 def test_spade_generator_matches_upstream(models_dir, upstream_config, fused):
     ours = ckpt.load_base_model(models_dir / "liveportrait", "spade_generator")
     if fused:
-        ours.fuse()
+        ours.fuse(low_res_upsample=fused == "low-res-upsample")
     theirs = _upstream("spade_generator", upstream_config, models_dir)
     feature = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv_rewrites import RewrittenConv
+
 
 def fold_batchnorm_into_conv(conv: nn.Module, norm: nn.Module) -> None:
     """Fold an eval-mode BatchNorm that directly follows `conv` into the conv's weight and bias.
@@ -43,6 +45,7 @@ class ConvNormAct(nn.Module):
         self.leaky = leaky
         self.pool_kernel = None if not pool else ((2, 2) if dims == 2 else (1, 2, 2))
         self.norm_folded = False
+        self.rewritten: RewrittenConv | None = None  # see rewrite_3d_convs()
 
     def fold_norm(self) -> None:
         if not self.norm_folded:  # folding twice would apply the norm twice
@@ -50,7 +53,7 @@ class ConvNormAct(nn.Module):
             self.norm_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        x = (self.rewritten or self.conv)(x)
         if not self.norm_folded:
             x = self.norm(x)
         x = F.leaky_relu(x) if self.leaky else F.relu(x)
@@ -84,6 +87,7 @@ class UpBlock3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
         self.norm = nn.BatchNorm3d(out_channels, affine=True)
         self.norm_folded = False
+        self.rewritten: RewrittenConv | None = None  # see rewrite_3d_convs()
 
     def fold_norm(self) -> None:
         if not self.norm_folded:
@@ -91,8 +95,10 @@ class UpBlock3d(nn.Module):
             self.norm_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=(1, 2, 2))
-        x = self.conv(x)
+        if self.rewritten is not None and self.rewritten.upsample > 1:
+            x = self.rewritten(x)  # upsample + conv computed at the input's resolution
+        else:
+            x = (self.rewritten or self.conv)(F.interpolate(x, scale_factor=(1, 2, 2)))
         if not self.norm_folded:
             x = self.norm(x)
         return F.relu(x)
@@ -132,6 +138,7 @@ class HourglassDecoder(nn.Module):
         self.conv = nn.Conv3d(self.out_filters, self.out_filters, kernel_size=3, padding=1)
         self.norm = nn.BatchNorm3d(self.out_filters, affine=True)
         self.norm_folded = False
+        self.rewritten: RewrittenConv | None = None  # see rewrite_3d_convs()
 
     def fold_norm(self) -> None:
         for block in self.up_blocks:
@@ -145,7 +152,7 @@ class HourglassDecoder(nn.Module):
         x = skips.pop()
         for block in self.up_blocks:
             x = torch.cat([block(x), skips.pop()], dim=1)
-        x = self.conv(x)
+        x = (self.rewritten or self.conv)(x)
         if not self.norm_folded:
             x = self.norm(x)
         return F.relu(x)
@@ -164,6 +171,18 @@ class Hourglass(nn.Module):
         for block in self.encoder.down_blocks:
             block.fold_norm()
         self.decoder.fold_norm()
+
+    def rewrite_3d_convs(self, depth_slices: bool, low_res_upsample: bool) -> None:
+        """Exact speed rewrites of every conv (conv_rewrites), after fold_norm() and any channel
+        padding: depth_slices runs each 3-D conv as a 2-D conv over depth slices;
+        low_res_upsample computes each up block's conv of a 2x-upsampled input at low resolution."""
+        blocks = [*self.encoder.down_blocks, *self.decoder.up_blocks, self.decoder]
+        if not all(block.norm_folded for block in blocks):
+            raise RuntimeError("rewrite_3d_convs() needs fold_norm() first (a rewrite copies the conv's weights)")
+        for block in blocks:
+            upsample = 2 if low_res_upsample and isinstance(block, UpBlock3d) else 1
+            if depth_slices or upsample > 1:
+                block.rewritten = RewrittenConv(block.conv, upsample=upsample, depth_slices=depth_slices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -23,6 +23,7 @@ Compilation happens in `warm_up` (start-up), never in a request; inductor's cach
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -54,7 +55,8 @@ DEFAULT_BATCH = {"cuda": 32, "mps": 4, "cpu": 2}
 # opt-in: it needs a C compiler and Python headers at start-up (Triton builds its launcher), which
 # the service image lacks, and its fresh-process cold start has not been measured yet.
 # compile: 165 -> 332 frames/s on an H200; a first start compiles in ~38 s, a restart on the cache in ~17 s.
-CUDA_DEFAULTS = {"stacked_mask_conv": True, "align_channels": True, "compile": True}
+CUDA_DEFAULTS = {"stacked_mask_conv": True, "align_channels": True, "stacked_3d_convs": False,
+                 "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True}
 
 
 @dataclass
@@ -90,12 +92,31 @@ def _image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _to_memory_format(module: torch.nn.Module) -> None:
-    """channels-last for 4-D conv weights, channels-last-3d for 5-D ones (cuDNN's fast layouts)."""
-    for parameter in module.parameters():
-        if parameter.dim() == 4:
-            parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
-        elif parameter.dim() == 5:
-            parameter.data = parameter.data.contiguous(memory_format=torch.channels_last_3d)
+    """channels-last for 4-D conv weights, channels-last-3d for 5-D ones (cuDNN's fast layouts),
+    the rewritten convs' weight buffers included."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if not tensor.is_floating_point():
+            continue
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+        elif tensor.dim() == 5:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
+
+
+def _rewrite_for_inference(networks: LivePortraitNetworks, *, stacked_mask_conv: bool, align_channels: bool,
+                           stacked_3d_convs: bool, low_res_upsample_convs: bool, occlusion_taps: bool) -> None:
+    """Fold W's BatchNorms, fuse G's SPADE convs, then the optional exact rewrites, in the order
+    they need: channel padding first, then the rewrites that copy the (padded, folded) weights."""
+    motion = networks.warping.dense_motion_network
+    networks.warping.fold_norm()
+    if align_channels:
+        motion.align_channels()
+    motion.hourglass.rewrite_3d_convs(depth_slices=stacked_3d_convs, low_res_upsample=low_res_upsample_convs)
+    if stacked_mask_conv:
+        motion.use_stacked_mask_conv()
+    if occlusion_taps:
+        motion.use_occlusion_taps()
+    networks.generator.fuse(low_res_upsample=low_res_upsample_convs)
 
 
 class LivePortraitEngine:
@@ -104,29 +125,33 @@ class LivePortraitEngine:
 
     def __init__(self, networks: LivePortraitNetworks, device: torch.device, precision: Precision | None = None,
                  batch_size: int | None = None, stacked_mask_conv: bool | None = None,
-                 align_channels: bool | None = None, compile: bool | None = None,
-                 compile_cache_dir: Path | None = None):
-        """Each speed option left None takes CUDA_DEFAULTS on CUDA and False elsewhere.
-        stacked_mask_conv: W's 7x7x7 mask conv as one wide 2-D conv (exact up to rounding).
+                 align_channels: bool | None = None, stacked_3d_convs: bool | None = None,
+                 low_res_upsample_convs: bool | None = None, occlusion_taps: bool | None = None,
+                 compile: bool | None = None, compile_cache_dir: Path | None = None):
+        """Each speed option left None takes CUDA_DEFAULTS on CUDA and False elsewhere; all but
+        compile are exact rewrites (conv_rewrites.py), equal up to rounding.
+        stacked_mask_conv: W's 7x7x7 mask conv as one wide 2-D conv over depth slices.
         align_channels: pad W's 110 / 142-channel hourglass tensors to 112 / 144 with zero channels
         (bit-exact), channel counts cuDNN's tensor-core kernels prefer.
+        stacked_3d_convs: the rest of W's 3-D convs as 2-D convs over depth slices, like the mask conv.
+        low_res_upsample_convs: convs of nearest-upsampled inputs (W's up blocks, G's up-block
+        SPADE hidden layers) computed at the input's resolution, with fewer FLOPs.
+        occlusion_taps: W's single-output 7x7 occlusion conv as a 1x1 conv to its 49 taps + a shifted sum.
         compile: torch.compile W + G (inductor, static shapes); call `warm_up` before serving, it
         compiles for the engine's batch shape. compile_cache_dir: where inductor keeps its caches
         (sets TORCHINDUCTOR_CACHE_DIR for this process); None keeps inductor's own default."""
         self.device = torch.device(device)
         kind = self.device.type
         defaults = CUDA_DEFAULTS if kind == "cuda" else {}
-        stacked_mask_conv = defaults.get("stacked_mask_conv", False) if stacked_mask_conv is None else stacked_mask_conv
-        align_channels = defaults.get("align_channels", False) if align_channels is None else align_channels
-        compile = defaults.get("compile", False) if compile is None else compile
+        given = {"stacked_mask_conv": stacked_mask_conv, "align_channels": align_channels,
+                 "stacked_3d_convs": stacked_3d_convs, "low_res_upsample_convs": low_res_upsample_convs,
+                 "occlusion_taps": occlusion_taps, "compile": compile}
+        self.options = {name: defaults.get(name, False) if value is None else value for name, value in given.items()}
         self.precision: Precision = precision or ("fp16" if kind == "cuda" else "fp32")
         self.render_dtype = _DTYPES[self.precision]
         self.batch_size = batch_size or DEFAULT_BATCH.get(kind, 2)
         self.networks = networks
-        networks.warping.fold_norm()
-        if align_channels:
-            networks.warping.dense_motion_network.align_channels()  # after fold_norm, before layout changes
-        networks.generator.fuse()
+        _rewrite_for_inference(networks, **{k: v for k, v in self.options.items() if k != "compile"})
         networks.to(self.device)
         networks.warping.to(self.render_dtype)
         networks.generator.to(self.render_dtype)
@@ -134,16 +159,12 @@ class LivePortraitEngine:
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: autotune each conv once
             _to_memory_format(networks.warping)
             _to_memory_format(networks.generator)
-        if stacked_mask_conv:
-            networks.warping.dense_motion_network.use_stacked_mask_conv()  # after dtype and layout changes
         for network in networks.all():
             network.eval().requires_grad_(False)
         self._crop_mask = crop_ops.feather_mask()
-        self.stacked_mask_conv = stacked_mask_conv
-        self.align_channels = align_channels
-        self.compiled = compile
+        self.compiled = self.options["compile"]
         self._render_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = self._warp_decode
-        if compile:
+        if self.compiled:
             if compile_cache_dir is not None:
                 use_compile_cache(Path(compile_cache_dir))
             # fullgraph: W + G trace as one graph (a graph break would silently cost the fusion);
@@ -152,13 +173,10 @@ class LivePortraitEngine:
 
     @classmethod
     def load(cls, liveportrait_dir: Path, device: torch.device | str, precision: Precision | None = None,
-             batch_size: int | None = None, stacked_mask_conv: bool | None = None,
-             align_channels: bool | None = None, compile: bool | None = None,
-             compile_cache_dir: Path | None = None) -> LivePortraitEngine:
-        """Load the official files from MODELS_DIR/liveportrait (CheckpointError if any is missing)."""
-        return cls(load_networks(Path(liveportrait_dir)), torch.device(device), precision, batch_size,
-                   stacked_mask_conv=stacked_mask_conv, align_channels=align_channels, compile=compile,
-                   compile_cache_dir=compile_cache_dir)
+             batch_size: int | None = None, **options) -> LivePortraitEngine:
+        """Load the official files from MODELS_DIR/liveportrait (CheckpointError if any is missing);
+        options: the constructor's speed options and compile_cache_dir."""
+        return cls(load_networks(Path(liveportrait_dir)), torch.device(device), precision, batch_size, **options)
 
     # -- once per portrait ------------------------------------------------------------------
 

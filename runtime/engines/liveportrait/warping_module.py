@@ -12,6 +12,7 @@ from torch import nn
 
 from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv, normalized_grid_3d
 from .config import DenseMotionConfig, WarpingConfig
+from .conv_rewrites import RewrittenConv
 from .grid_sample import grid_sample_3d
 
 KEYPOINT_VARIANCE = 0.01  # width of the gaussian heatmaps, in normalized units squared
@@ -37,21 +38,18 @@ class DenseMotionNetwork(nn.Module):
         self.occlusion = nn.Conv2d(self.hourglass.out_filters * config.reshape_depth, 1, kernel_size=7, padding=3)
         self.norm_folded = False
         self.input_padding = 0  # zero channels appended to the hourglass input, see align_channels()
-        # Set by use_stacked_mask_conv(); a buffer so it follows .to(), not saved in state dicts.
-        self.register_buffer("stacked_mask_weight", None, persistent=False)
+        self.rewritten_mask: RewrittenConv | None = None  # see use_stacked_mask_conv()
+        self.rewritten_occlusion: RewrittenConv | None = None  # see use_occlusion_taps()
 
     def use_stacked_mask_conv(self) -> None:
-        """Compute the 7x7x7 mask conv as one 2-D conv over depth slices (experimental speed path).
+        """Compute the 7x7x7 mask conv as one 2-D conv over depth slices (conv_rewrites): a GEMM
+        154 outputs wide instead of 22, which tensor cores fill better. Exact up to rounding."""
+        self.rewritten_mask = RewrittenConv(self.mask, depth_slices=True)
 
-        W[o, c, kd, ky, kx] becomes a 2-D weight with 7 x 22 outputs, one block per depth tap;
-        each depth slice is convolved once and the taps are summed with their depth shifts. Same
-        arithmetic, but a GEMM 154 outputs wide instead of 22, which tensor cores fill better."""
-        weight = self.mask.weight.detach()  # (n_out, C, k, k, k)
-        n_out, channels, k = weight.shape[0], weight.shape[1], weight.shape[2]
-        stacked = weight.permute(2, 0, 1, 3, 4).reshape(k * n_out, channels, k, k)
-        if not weight.is_contiguous():  # keep the memory format the module was given
-            stacked = stacked.contiguous(memory_format=torch.channels_last)
-        self.register_buffer("stacked_mask_weight", stacked, persistent=False)
+    def use_occlusion_taps(self) -> None:
+        """Compute the 7x7 occlusion conv (2272 channels -> 1) as a 1x1 conv to its 49 taps plus a
+        shifted sum (conv_rewrites): cuDNN has no good kernel for a single output channel."""
+        self.rewritten_occlusion = RewrittenConv(self.occlusion, taps_as_channels=True)
 
     def align_channels(self, multiple: int = 8) -> None:
         """Pad the hourglass's odd channel counts (input 110, output 142) to a multiple of 8 with
@@ -66,8 +64,9 @@ class DenseMotionNetwork(nn.Module):
             return
         if not (self.norm_folded and self.hourglass.decoder.norm_folded):
             raise RuntimeError("align_channels() needs fold_norm() first (the BatchNorms have the old widths)")
-        if self.stacked_mask_weight is not None:
-            raise RuntimeError("align_channels() must come before use_stacked_mask_conv()")
+        if self.rewritten_mask is not None or self.rewritten_occlusion is not None or \
+                self.hourglass.decoder.rewritten is not None:
+            raise RuntimeError("align_channels() must come before the conv rewrites (they copy the weights)")
         first = self.hourglass.encoder.down_blocks[0].conv
         pad = -first.in_channels % multiple
         if pad == 0:
@@ -85,25 +84,6 @@ class DenseMotionNetwork(nn.Module):
                                              requires_grad=self.occlusion.weight.requires_grad)
         self.occlusion.in_channels = self.occlusion.weight.shape[1]
         self.input_padding = pad
-
-    def mask_logits(self, prediction: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) hourglass output -> (B, 1+K, D, H, W) assignment logits."""
-        if self.stacked_mask_weight is None:
-            return self.mask(prediction)
-        batch, channels, depth, height, width = prediction.shape
-        k = self.mask.kernel_size[0]
-        pad = k // 2
-        n_out = self.mask.out_channels
-        weight = self.stacked_mask_weight
-        slices = prediction.transpose(1, 2).reshape(batch * depth, channels, height, width)
-        per_tap = F.conv2d(slices, weight, padding=pad).reshape(batch, depth, k, n_out, height, width)
-        # out[z] = sum_kd tap_kd(slice z + kd - pad): pad depth with zeros, sum the shifted taps.
-        per_tap = F.pad(per_tap, (0, 0, 0, 0, 0, 0, 0, 0, pad, pad))
-        logits = per_tap[:, 0:depth, 0]
-        for tap in range(1, k):
-            logits = logits + per_tap[:, tap:tap + depth, tap]
-        logits = logits + self.mask.bias.to(logits.dtype)[None, None, :, None, None]
-        return logits.transpose(1, 2)  # (B, n_out, D, H, W)
 
     def fold_norm(self) -> None:
         self.hourglass.fold_norm()
@@ -151,12 +131,13 @@ class DenseMotionNetwork(nn.Module):
             hourglass_in = F.pad(hourglass_in, (0, 0, 0, 0, 0, 0, 0, self.input_padding))
         hourglass_in = hourglass_in.to(compute_dtype, memory_format=_memory_format_of(self.mask.weight))
         prediction = self.hourglass(hourglass_in)
-        assignment = F.softmax(self.mask_logits(prediction).float(), dim=1)  # (B, 1+K, D, H, W)
+        assignment = F.softmax((self.rewritten_mask or self.mask)(prediction).float(), dim=1)  # (B, 1+K, D, H, W)
         # sum_k a_k (grid + shift_k) = grid + sum_k a_k shift_k: the assignment sums to 1 and the
         # background's shift is 0, so the blend is a (1+K) x 3 product per voxel, not a 6-D sum.
         shifts = torch.cat([kp_source.new_zeros(batch, 1, 3), kp_source - kp_driving], dim=1)  # (B, 1+K, 3)
         flow = identity + torch.einsum("bkdhw,bkc->bdhwc", assignment, shifts)
-        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(batch, -1, height, width)).float())
+        occlusion_conv = self.rewritten_occlusion or self.occlusion
+        occlusion = torch.sigmoid(occlusion_conv(prediction.reshape(batch, -1, height, width)).float())
         return flow, occlusion
 
 
