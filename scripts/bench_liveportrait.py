@@ -305,8 +305,9 @@ def profile_compiled(precision: str, batch_size: int, options: dict, cache_dir: 
     engine.render_crops(source, kp)
     _sync(engine.device)
     cuda = engine.device.type == "cuda"
-    activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
-    with torch.profiler.profile(activities=[activity], record_shapes=True) as profiler:
+    # CPU activity too: the aten::convolution calls (with their input shapes) are CPU-side events.
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities, record_shapes=True) as profiler:
         engine.render_crops(source, kp)
         _sync(engine.device)
     sort_by = "cuda_time_total" if cuda else "cpu_time_total"

@@ -57,12 +57,29 @@ def test_3d_conv_as_2d_conv_over_depth_slices(kernel):
 
 
 @pytest.mark.parametrize("outputs", [1, 3])
-def test_conv_taps_as_channels(outputs):
+@pytest.mark.parametrize("align", [1, 16])
+def test_conv_taps_as_channels(outputs, align):
     conv = _conv(torch.nn.Conv2d, 40, outputs, 7, padding=3)
     x = _randn(2, 40, 8, 9)
+    rewritten = RewrittenConv(conv, taps_as_channels=True, align_outputs=align)
+    assert rewritten.weight.shape[0] % align == 0
     with torch.no_grad():
-        got = RewrittenConv(conv, taps_as_channels=True)(x)
+        got = rewritten(x)
     assert (got - conv(x)).abs().max().item() < TOLERANCE
+
+
+@pytest.mark.parametrize("case", ["conv2d", "conv3d", "depth-slices", "upsample"])
+def test_outputs_aligned_with_zero_channels_are_sliced_off(case):
+    x = _randn(2, 5, 4, 6, 9) if case != "conv2d" and case != "upsample" else _randn(2, 5, 6, 9)
+    conv = _conv(torch.nn.Conv2d if x.dim() == 4 else torch.nn.Conv3d, 5, 11, 3, padding=1)
+    options = {"depth-slices": {"depth_slices": True}, "upsample": {"upsample": 2}}.get(case, {})
+    rewritten = RewrittenConv(conv, align_outputs=16, **options)
+    assert rewritten.weight.shape[0] % 16 == 0
+    expected = conv(F.interpolate(x, scale_factor=2)) if case == "upsample" else conv(x)
+    with torch.no_grad():
+        got = rewritten(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < TOLERANCE
 
 
 def test_rewrites_refuse_convs_they_do_not_cover():

@@ -11,8 +11,11 @@
   channels (one block per depth tap), then the taps summed with their depth shifts. Same
   arithmetic as the 3-D conv, but cuDNN's 2-D tensor-core kernels run it about twice as fast.
 - `taps_as_channels=True` (2-D convs with few outputs): a k x k conv to n outputs as a 1x1 conv to
-  n * k * k outputs, each output tap a channel, then a one-hot k x k conv sums the shifted taps.
-  A GEMM n * k * k wide instead of n wide (W's occlusion conv has n = 1).
+  n * k * k outputs, each output tap a channel, then the shifted taps summed. A GEMM n * k * k
+  wide instead of n wide (W's occlusion conv has n = 1).
+- `align_outputs=m`: the GEMM's output channels padded with zero weights to a multiple of m, and
+  sliced off after. cuDNN runs channel counts that are not a multiple of 8 (154, 49, 12) on slow
+  pre-Hopper kernels with an extra padding pass.
 
 The rewritten weights are non-persistent buffers: they follow `.to()`, stay out of state dicts,
 and are computed once, after BatchNorm folding and channel padding.
@@ -55,7 +58,7 @@ class RewrittenConv(nn.Module):
     """Computes `conv(x)` (or `conv(nearest_upsample(x, upsample))`) by the rewrites above."""
 
     def __init__(self, conv: nn.Conv2d | nn.Conv3d, *, upsample: int = 1, depth_slices: bool = False,
-                 taps_as_channels: bool = False):
+                 taps_as_channels: bool = False, align_outputs: int = 1):
         super().__init__()
         weight = conv.weight.detach().float()
         bias = conv.bias.detach().float() if conv.bias is not None else weight.new_zeros(conv.out_channels)
@@ -82,11 +85,15 @@ class RewrittenConv(nn.Module):
             self.register_buffer("gather_rows", phase_rows, persistent=False)
         if depth_slices:  # (n, c, kd, kh, kw) -> (kd * n, c, kh, kw): one block of outputs per depth tap
             weight = weight.permute(2, 0, 1, 3, 4).reshape(-1, *weight.shape[1:2], *weight.shape[3:])
-        if taps_as_channels:  # (n, c, k, k) -> (n * k * k, c, 1, 1), then a one-hot conv sums the taps
+        if taps_as_channels:  # (n, c, k, k) -> (n * k * k, c, 1, 1): output o * k * k + ky * k + kx
             n, c, k, _ = weight.shape
-            weight = weight.permute(0, 2, 3, 1).reshape(n * k * k, c, 1, 1)  # output o * k * k + tap
-            one_hot = torch.eye(n * k * k).reshape(n * k * k, n, k, k).transpose(0, 1)  # (n, n*k*k, k, k)
-            self.register_buffer("tap_sum", one_hot.contiguous(), persistent=False)
+            weight = weight.permute(0, 2, 3, 1).reshape(n * k * k, c, 1, 1)
+        self.gemm_outputs = weight.shape[0]
+        padding = -self.gemm_outputs % align_outputs
+        if padding:
+            weight = torch.cat([weight, weight.new_zeros(padding, *weight.shape[1:])])
+            if not (depth_slices or taps_as_channels):  # there the bias is added after the GEMM
+                bias = torch.cat([bias, bias.new_zeros(padding)])
         self.register_buffer("weight", weight.contiguous(), persistent=False)
         self.register_buffer("bias", bias, persistent=False)
 
@@ -106,13 +113,12 @@ class RewrittenConv(nn.Module):
         spatial_padding = (1, 1) if self.upsample > 1 else self.padding[-2:]
         if self.depth_slices:
             out = self._depth_sliced(x, weight, spatial_padding)
-        elif self.dims == 3:
-            out = F.conv3d(x, weight, self.bias, padding=(self.padding[0], *spatial_padding))
         elif self.taps_as_channels:
-            taps = F.conv2d(x, weight)
-            out = F.conv2d(taps, self.tap_sum, self.bias.to(taps.dtype), padding=self.kernel_size[0] // 2)
+            out = self._sum_of_taps(F.conv2d(x, weight)[:, :self.gemm_outputs])
         else:
-            out = F.conv2d(x, weight, self.bias, padding=spatial_padding)
+            convolve = F.conv3d if self.dims == 3 else F.conv2d
+            padding = (self.padding[0], *spatial_padding) if self.dims == 3 else spatial_padding
+            out = convolve(x, weight, self.bias, padding=padding)[:, :self.gemm_outputs]
         if self.upsample > 1:
             out = self._interleave_phases(out, x.shape[-2], x.shape[-1])
         return out
@@ -120,9 +126,9 @@ class RewrittenConv(nn.Module):
     def _depth_sliced(self, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
         batch, channels, depth, height, width = x.shape
         kd, pd = self.kernel_size[0], self.padding[0]
-        n_out = weight.shape[0] // kd
+        n_out = self.gemm_outputs // kd
         slices = x.transpose(1, 2).reshape(batch * depth, channels, height, width)
-        per_tap = F.conv2d(slices, weight, padding=padding)
+        per_tap = F.conv2d(slices, weight, padding=padding)[:, :self.gemm_outputs]
         per_tap = per_tap.reshape(batch, depth, kd, n_out, *per_tap.shape[-2:])
         # out[z] = sum_t tap_t(slice z + t - pd): pad depth with zeros, sum the shifted taps.
         per_tap = F.pad(per_tap, (0, 0, 0, 0, 0, 0, 0, 0, pd, kd - 1 - pd))
@@ -131,6 +137,19 @@ class RewrittenConv(nn.Module):
             out = out + per_tap[:, tap:tap + depth, tap]
         out = out + self.bias.to(out.dtype)[None, None, :, None, None]
         return out.transpose(1, 2)  # (B, n_out, D, h, w)
+
+    def _sum_of_taps(self, taps: torch.Tensor) -> torch.Tensor:
+        """(B, n * k * k, h, w) per-tap products -> (B, n, h, w): out(y, x) = sum of tap (ky, kx) at (y + ky - p, x + kx - p)."""
+        k = self.kernel_size[0]
+        pad = k // 2
+        height, width = taps.shape[-2:]
+        padded = F.pad(taps, (pad, pad, pad, pad))
+        out = None
+        for ky in range(k):
+            for kx in range(k):
+                term = padded[:, ky * k + kx::k * k, ky:ky + height, kx:kx + width]
+                out = term if out is None else out + term
+        return out + self.bias.to(out.dtype)[None, :, None, None]
 
     def _interleave_phases(self, out: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, U * U * n, ..., h + 1, w + 1) per-kernel windows -> (B, n, ..., s * h, s * w)."""

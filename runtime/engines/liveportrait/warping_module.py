@@ -44,12 +44,12 @@ class DenseMotionNetwork(nn.Module):
     def use_stacked_mask_conv(self) -> None:
         """Compute the 7x7x7 mask conv as one 2-D conv over depth slices (conv_rewrites): a GEMM
         154 outputs wide instead of 22, which tensor cores fill better. Exact up to rounding."""
-        self.rewritten_mask = RewrittenConv(self.mask, depth_slices=True)
+        self.rewritten_mask = RewrittenConv(self.mask, depth_slices=True, align_outputs=16)  # 154 -> 160
 
     def use_occlusion_taps(self) -> None:
         """Compute the 7x7 occlusion conv (2272 channels -> 1) as a 1x1 conv to its 49 taps plus a
         shifted sum (conv_rewrites): cuDNN has no good kernel for a single output channel."""
-        self.rewritten_occlusion = RewrittenConv(self.occlusion, taps_as_channels=True)
+        self.rewritten_occlusion = RewrittenConv(self.occlusion, taps_as_channels=True, align_outputs=16)  # 49 -> 64
 
     def align_channels(self, multiple: int = 8) -> None:
         """Pad the hourglass's odd channel counts (input 110, output 142) to a multiple of 8 with
