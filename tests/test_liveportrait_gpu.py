@@ -12,7 +12,7 @@ import torch
 
 from runtime.engines.liveportrait import crop as crop_ops
 from runtime.engines.liveportrait.checkpoints import load_networks
-from runtime.engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, PreparedSource
+from runtime.engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, PreparedSource, warm_up
 from runtime.engines.liveportrait.keypoints import SourceMotion
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -43,6 +43,9 @@ def _render(networks, precision: str, **options) -> torch.Tensor:
     source = PreparedSource(portrait, transform, feature, motion, motion.keypoints(), 0.05,
                             np.array([0.3, 0.3], np.float32), engine._paste_back(portrait, transform))
     kp_driving = source.kp_source + 0.03 * torch.randn(4, 21, 3, generator=generator).cuda()
+    if engine.options["cuda_graph"]:
+        warm_up(engine)  # captures the CUDA graph the service replays
+        assert type(engine._render_batch).__name__ == "_GraphedBatch"
     crops = engine.render_crops(source, kp_driving).float()
     if engine.compiled:
         torch._dynamo.reset()  # the compiled graph holds the engine

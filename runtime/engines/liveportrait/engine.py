@@ -56,7 +56,7 @@ DEFAULT_BATCH = {"cuda": 32, "mps": 4, "cpu": 2}
 # the service image lacks, and its fresh-process cold start has not been measured yet.
 # compile: 165 -> 332 frames/s on an H200; a first start compiles in ~38 s, a restart on the cache in ~17 s.
 CUDA_DEFAULTS = {"stacked_mask_conv": True, "align_channels": True, "stacked_3d_convs": False,
-                 "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True}
+                 "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True, "cuda_graph": True}
 
 
 @dataclass
@@ -127,7 +127,8 @@ class LivePortraitEngine:
                  batch_size: int | None = None, stacked_mask_conv: bool | None = None,
                  align_channels: bool | None = None, stacked_3d_convs: bool | None = None,
                  low_res_upsample_convs: bool | None = None, occlusion_taps: bool | None = None,
-                 compile: bool | None = None, compile_cache_dir: Path | None = None):
+                 compile: bool | None = None, cuda_graph: bool | None = None,
+                 compile_cache_dir: Path | None = None):
         """Each speed option left None takes CUDA_DEFAULTS on CUDA and False elsewhere; all but
         compile are exact rewrites (conv_rewrites.py), equal up to rounding.
         stacked_mask_conv: W's 7x7x7 mask conv as one wide 2-D conv over depth slices.
@@ -139,19 +140,24 @@ class LivePortraitEngine:
         occlusion_taps: W's single-output 7x7 occlusion conv as a 1x1 conv to its 49 taps + a shifted sum.
         compile: torch.compile W + G (inductor, static shapes); call `warm_up` before serving, it
         compiles for the engine's batch shape. compile_cache_dir: where inductor keeps its caches
-        (sets TORCHINDUCTOR_CACHE_DIR for this process); None keeps inductor's own default."""
+        (sets TORCHINDUCTOR_CACHE_DIR for this process); None keeps inductor's own default.
+        cuda_graph (CUDA with compile): `warm_up` also captures the compiled batch as a CUDA graph,
+        so a batch is one replay instead of ~200 kernel launches from Python. Why it matters: each
+        launch crosses the GIL, and the encoder thread beside the renderer holds the GIL often
+        enough to starve the GPU (measured: /generate animated 4x slower than the bare engine)."""
         self.device = torch.device(device)
         kind = self.device.type
         defaults = CUDA_DEFAULTS if kind == "cuda" else {}
         given = {"stacked_mask_conv": stacked_mask_conv, "align_channels": align_channels,
                  "stacked_3d_convs": stacked_3d_convs, "low_res_upsample_convs": low_res_upsample_convs,
-                 "occlusion_taps": occlusion_taps, "compile": compile}
+                 "occlusion_taps": occlusion_taps, "compile": compile, "cuda_graph": cuda_graph}
         self.options = {name: defaults.get(name, False) if value is None else value for name, value in given.items()}
+        self.options["cuda_graph"] = self.options["cuda_graph"] and self.options["compile"] and kind == "cuda"
         self.precision: Precision = precision or ("fp16" if kind == "cuda" else "fp32")
         self.render_dtype = _DTYPES[self.precision]
         self.batch_size = batch_size or DEFAULT_BATCH.get(kind, 2)
         self.networks = networks
-        _rewrite_for_inference(networks, **{k: v for k, v in self.options.items() if k != "compile"})
+        _rewrite_for_inference(networks, **{k: v for k, v in self.options.items() if k not in ("compile", "cuda_graph")})
         networks.to(self.device)
         networks.warping.to(self.render_dtype)
         networks.generator.to(self.render_dtype)
@@ -322,6 +328,34 @@ def warm_up(engine: LivePortraitEngine) -> float:
     kp_driving = kp_source + 0.01 * torch.randn(engine.batch_size, 21, 3, generator=generator).to(device)
     with torch.no_grad():
         crops = engine._render_batch(feature, kp_driving, kp_source).float().cpu()
+        if engine.options["cuda_graph"] and not isinstance(engine._render_batch, _GraphedBatch):
+            engine._render_batch = _GraphedBatch(engine._render_batch, feature, kp_driving, kp_source)
+            replayed = engine._render_batch(feature, kp_driving, kp_source).float().cpu()
+            if (replayed - crops).abs().max().item() > 1e-3:  # the graph must replay what it captured
+                raise RuntimeError("LivePortrait's CUDA graph replays a different render than the compiled call")
     if not torch.isfinite(crops).all():
         raise RuntimeError("LivePortrait warm-up rendered non-finite values")
     return time.perf_counter() - started
+
+
+class _GraphedBatch:
+    """A fixed-shape render function captured once as a CUDA graph; each call copies the inputs
+    into the captured ones and replays. Returns a fresh tensor (the captured output is rewritten
+    by every replay)."""
+
+    def __init__(self, render: Callable[..., torch.Tensor], *example: torch.Tensor):
+        self.inputs = tuple(tensor.clone() for tensor in example)
+        side = torch.cuda.Stream()  # capture needs a side stream and one run there first
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            render(*self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = render(*self.inputs)
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        for captured, given in zip(self.inputs, tensors):
+            captured.copy_(given)
+        self.graph.replay()
+        return self.output.clone()
