@@ -11,15 +11,15 @@ channels-last weights, BatchNorms folded into convs, the decoder's SPADE convs f
 autotuning, and double-buffered pinned copies so the host consumes batch i while the GPU
 renders batch i+1. F, M and the MLPs run once per portrait or once per clip, in fp32.
 
-Also on CUDA by default (CUDA_DEFAULTS, both exact): W's 7x7x7 mask conv as one wide 2-D conv
-over depth slices (cuDNN's 3-D kernel for it runs at ~130 TFLOP/s, the 2-D one at ~250), and W's
-110/142-channel hourglass tensors zero-padded to 112/144.
-
-Opt-in `compile=True` (2x the frame rate): W + G for one fixed-shape batch go through
-torch.compile (inductor, default mode, static shapes), which fuses the elementwise work between
-the convs (instance norm, SPADE modulation, activations, the stacked mask conv's depth sum).
-Compilation happens in `warm_up` (start-up), never in a request; inductor's caches live in
-`compile_cache_dir` (e.g. MODELS_DIR/.cache/inductor) so a restart reuses the compiled kernels.
+On CUDA by default (CUDA_DEFAULTS):
+- exact rewrites of the convs (conv_rewrites.py): W's 7x7x7 mask conv as one wide 2-D conv over
+  depth slices; W's 110/142-channel tensors zero-padded to 112/144; convs of nearest-upsampled
+  inputs (W's up blocks, G's up-block SPADE hidden layers) computed at the low resolution; W's
+  one-output occlusion conv as 49 taps; odd GEMM widths zero-padded (154, 49, 12 outputs);
+- torch.compile of W + G for one fixed-shape batch (inductor, static shapes), which fuses the
+  elementwise work between the convs; it compiles in `warm_up` (start-up), never in a request, and
+  keeps its caches in `compile_cache_dir` (e.g. MODELS_DIR/.cache/inductor) for restarts;
+- that compiled batch captured as a CUDA graph in `warm_up`, so a batch is one replay.
 """
 from __future__ import annotations
 
@@ -49,12 +49,12 @@ Precision = Literal["fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_BATCH = {"cuda": 32, "mps": 4, "cpu": 2}
 # Speed options a CUDA engine gets when the caller leaves them None; other devices get False.
-# Measured on one H200 (scripts/bench_liveportrait.py, fp16, batch 32, 256 frames, 2026-11-30):
-# eager 164 frames/s; + stacked mask conv 181; + aligned channels too 183 (W 2.57 -> 1.94 ms/frame);
-# + compile 332 (W + G 2.99 ms/frame) after a 25 s compile with an empty cache. compile stays
-# opt-in: it needs a C compiler and Python headers at start-up (Triton builds its launcher), which
-# the service image lacks, and its fresh-process cold start has not been measured yet.
-# compile: 165 -> 332 frames/s on an H200; a first start compiles in ~38 s, a restart on the cache in ~17 s.
+# Measured on one H200 (scripts/bench_liveportrait.py, fp16, batch 32, 256 frames, 2026-11-30), frames/s:
+# eager 165; + stacked mask conv and aligned channels 185; + occlusion taps 191; compiled 338;
+# + low-res upsample convs and taps 390; + aligned GEMM widths 401; with the CUDA graph 397 (same
+# render; the graph matters in the service, where an encoder thread competes for the GIL).
+# stacked_3d_convs stays off: cuDNN's 3-D kernels beat the sliced form on the 3x3x3 convs
+# (decoder conv 0.18 vs 0.40 ms/frame); only the 7x7x7 mask conv gains (1.11 -> 0.56).
 CUDA_DEFAULTS = {"stacked_mask_conv": True, "align_channels": True, "stacked_3d_convs": False,
                  "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True, "cuda_graph": True}
 
