@@ -39,8 +39,10 @@ sys.path.insert(0, str(ROOT))
 from runtime.engines.liveportrait import crop as crop_ops
 from runtime.engines.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
 from runtime.engines.liveportrait.checkpoints import LivePortraitNetworks, load_networks
+from runtime.engines.liveportrait.conv_rewrites import RewrittenConv
 from runtime.engines.liveportrait.driving import DrivingTargets
-from runtime.engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, PreparedSource, warm_up
+from runtime.engines.liveportrait.engine import (CUDA_DEFAULTS, LivePortraitEngine, PreparedSource, _to_memory_format,
+                                                 warm_up)
 from runtime.engines.liveportrait.keypoints import SourceMotion
 from runtime.engines.liveportrait.motion_extractor import MotionExtractor
 from runtime.engines.liveportrait.spade_generator import SPADEDecoder
@@ -219,22 +221,6 @@ def profile_kernels(precision: str, batch_size: int, rows: int = 18) -> None:
           file=sys.stderr)
 
 
-def _conv3d_stacked(x: torch.Tensor, conv: torch.nn.Conv3d, stacked: torch.Tensor) -> torch.Tensor:
-    """conv3d as one 2-D conv over depth slices (weight (kd * out, in, kh, kw)) plus a depth shift-sum."""
-    batch, channels, depth, height, width = x.shape
-    kd, n_out, pd = conv.kernel_size[0], conv.out_channels, conv.padding[0]
-    slices = x.transpose(1, 2).reshape(batch * depth, channels, height, width)
-    per_tap = torch.nn.functional.conv2d(slices, stacked, padding=conv.padding[1:])
-    per_tap = per_tap.reshape(batch, depth, kd, n_out, height, width)
-    if kd == 1:
-        return per_tap[:, :, 0]
-    per_tap = torch.nn.functional.pad(per_tap, (0, 0, 0, 0, 0, 0, 0, 0, pd, pd))
-    out = per_tap[:, 0:depth, 0]
-    for tap in range(1, kd):
-        out = out + per_tap[:, tap:tap + depth, tap]
-    return out
-
-
 def _event_ms(fn, repeats: int) -> float:
     """Mean milliseconds of fn() after one warm-up call: CUDA events, or the host clock on a cpu."""
     fn()
@@ -283,12 +269,9 @@ def conv_micro(precision: str, batch_size: int, align_channels: bool, repeats: i
                    "gflop_per_frame": round(2 * x[0].numel() * conv.out_channels * kernel_volume / 1e9, 2),
                    "as_is_ms_per_frame": round(_event_ms(lambda: conv(x), repeats) / batch, 4)}  # noqa: B023
             if isinstance(conv, torch.nn.Conv3d):
-                weight = conv.weight
-                kd, kh, kw = conv.kernel_size
-                stacked = weight.permute(2, 0, 1, 3, 4).reshape(kd * conv.out_channels, weight.shape[1], kh, kw)
-                stacked = stacked.contiguous(memory_format=torch.channels_last)
-                row["stacked_2d_ms_per_frame"] = round(
-                    _event_ms(lambda: _conv3d_stacked(x, conv, stacked), repeats) / batch, 4)  # noqa: B023
+                sliced = RewrittenConv(conv, depth_slices=True).to(dtype=conv.weight.dtype)
+                _to_memory_format(sliced)  # the layout the engine gives it
+                row["stacked_2d_ms_per_frame"] = round(_event_ms(lambda: sliced(x), repeats) / batch, 4)  # noqa: B023
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
