@@ -84,8 +84,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-OPTION_NAMES = {"align_channels": "aligned", "stacked_mask_conv": "stacked", "stacked_3d_convs": "stacked3d",
-                "low_res_upsample_convs": "lowres", "occlusion_taps": "taps"}
+OPTION_NAMES = {"align_channels": "aligned", "stacked_mask_conv": "stacked", "spectral_mask_conv": "spectral",
+                "stacked_3d_convs": "stacked3d", "low_res_upsample_convs": "lowres", "occlusion_taps": "taps"}
 
 
 def explicit(options: dict) -> dict:
@@ -277,11 +277,12 @@ def conv_micro(precision: str, batch_size: int, align_channels: bool, repeats: i
     return rows
 
 
-def profile_compiled(precision: str, batch_size: int, options: dict, cache_dir: Path, rows: int = 25,
+def profile_compiled(precision: str, batch_size: int, options: dict, cache_dir: Path, rows: int = 40,
                      device: str = "cuda") -> None:
-    """Top kernels of one compiled W + G batch (to stderr): what is left after fusion."""
+    """Top kernels of one compiled W + G batch (to stderr): what is left after fusion. Without the
+    CUDA graph: a graph replay hides which aten call (and input shapes) launched each kernel."""
     engine = LivePortraitEngine(random_networks(), torch.device(device), precision=precision, batch_size=batch_size,
-                                **explicit(options), compile_cache_dir=cache_dir)
+                                **explicit({**options, "cuda_graph": False}), compile_cache_dir=cache_dir)
     warm_up(engine)
     source = synthetic_source(engine)
     kp = (source.kp_source.expand(batch_size, -1, -1) + 0.01).contiguous()

@@ -172,7 +172,7 @@ def test_aligned_channels_warp_exactly_like_the_original():
     assert (got - expected).abs().max().item() <= 1e-6
 
 
-EVERY_REWRITE = {"align_channels": True, "stacked_mask_conv": True, "stacked_3d_convs": True,
+EVERY_REWRITE = {"align_channels": True, "spectral_mask_conv": True, "stacked_3d_convs": True,
                  "low_res_upsample_convs": True, "occlusion_taps": True}
 
 

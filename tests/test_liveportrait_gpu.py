@@ -52,7 +52,7 @@ def _render(networks, precision: str, **options) -> torch.Tensor:
     return crops
 
 
-EVERY_REWRITE = {"align_channels": True, "stacked_mask_conv": True, "stacked_3d_convs": True,
+EVERY_REWRITE = {"align_channels": True, "spectral_mask_conv": True, "stacked_3d_convs": True,
                  "low_res_upsample_convs": True, "occlusion_taps": True}
 VARIANTS = {
     "fp16": ("fp16", {}),

@@ -103,7 +103,8 @@ def _keypoint_pair(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return source, driving
 
 
-@pytest.mark.parametrize("variant", ["as-loaded", "batchnorm-folded", "stacked-mask-conv", "every-rewrite"])
+@pytest.mark.parametrize("variant", ["as-loaded", "batchnorm-folded", "stacked-mask-conv", "every-rewrite",
+                                     "spectral-mask-conv"])
 def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
     ours = ckpt.load_base_model(models_dir / "liveportrait", "warping_module")
     motion = ours.dense_motion_network
@@ -115,6 +116,9 @@ def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
         motion.use_occlusion_taps()
     if variant in ("stacked-mask-conv", "every-rewrite"):
         motion.use_stacked_mask_conv()
+    if variant == "spectral-mask-conv":  # the engine's CUDA default, here in fp32
+        motion.align_channels()
+        motion.use_spectral_mask_conv()
     theirs = _upstream("warping_module", upstream_config, models_dir)
     feature = torch.randn(2, 32, 16, 64, 64, generator=torch.Generator().manual_seed(3))
     kp_source, kp_driving = _keypoint_pair(2, seed=4)
@@ -181,3 +185,4 @@ def test_gather_grid_sample_equals_torch():
     grid = 1.2 * (2 * torch.rand(2, 4, 5, 6, 3, generator=generator) - 1)  # some points outside
     expected = torch.nn.functional.grid_sample(volume, grid, align_corners=False)
     assert _max_diff(_grid_sample_3d_gather(volume, grid), expected) < 1e-5
+

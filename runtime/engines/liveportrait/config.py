@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 NUM_KEYPOINTS = 21  # implicit 3-D keypoints per face
 NUM_POSE_BINS = 66  # head-pose classifier bins, 3 degrees each, centred on -97.5 + 3 * i
+FEATURE_VOLUME = (16, 64, 64)  # (D, H, W) of F's appearance volume for its 256x256 input: W works at this size
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ autotuning, and double-buffered pinned copies so the host consumes batch i while
 renders batch i+1. F, M and the MLPs run once per portrait or once per clip, in fp32.
 
 On CUDA by default (CUDA_DEFAULTS):
-- exact rewrites of the convs (conv_rewrites.py): W's 7x7x7 mask conv as one wide 2-D conv over
-  depth slices; W's 110/142-channel tensors zero-padded to 112/144; convs of nearest-upsampled
+- W's 7x7x7 mask conv in the frequency domain (spectral_conv.py), DFTs as fp16 GEMMs;
+- exact rewrites of the convs (conv_rewrites.py): W's 110/142-channel tensors zero-padded to
+  112/144; convs of nearest-upsampled
   inputs (W's up blocks, G's up-block SPADE hidden layers) computed at the low resolution; W's
   one-output occlusion conv as 49 taps; odd GEMM widths zero-padded (154, 49, 12 outputs);
 - torch.compile of W + G for one fixed-shape batch (inductor, static shapes), which fuses the
@@ -49,14 +50,17 @@ Precision = Literal["fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_BATCH = {"cuda": 32, "mps": 4, "cpu": 2}
 # Speed options a CUDA engine gets when the caller leaves them None; other devices get False.
-# Measured on one H200 (scripts/bench_liveportrait.py, fp16, batch 32, 256 frames, 2026-11-30), frames/s:
+# Measured on one H200 (scripts/bench_liveportrait.py, fp16, batch 32, 2026-11-30), frames/s:
 # eager 165; + stacked mask conv and aligned channels 185; + occlusion taps 191; compiled 338;
 # + low-res upsample convs and taps 390; + aligned GEMM widths 401; with the CUDA graph 397 (same
-# render; the graph matters in the service, where an encoder thread competes for the GIL).
+# render; the graph matters in the service, where an encoder thread competes for the GIL);
+# spectral instead of stacked mask conv 467-475 (mask conv 14.8 -> ~4 ms a batch of 32).
 # stacked_3d_convs stays off: cuDNN's 3-D kernels beat the sliced form on the 3x3x3 convs
-# (decoder conv 0.18 vs 0.40 ms/frame); only the 7x7x7 mask conv gains (1.11 -> 0.56).
-CUDA_DEFAULTS = {"stacked_mask_conv": True, "align_channels": True, "stacked_3d_convs": False,
-                 "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True, "cuda_graph": True}
+# (decoder conv 0.18 vs 0.40 ms/frame); only the 7x7x7 mask conv gained (1.11 -> 0.56).
+# Batch 64 renders no faster (476.5 vs 475.1 frames/s) and needs twice the memory (41 GiB).
+CUDA_DEFAULTS = {"stacked_mask_conv": False, "spectral_mask_conv": True, "align_channels": True,
+                 "stacked_3d_convs": False, "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True,
+                 "cuda_graph": True}
 
 
 @dataclass
@@ -103,16 +107,20 @@ def _to_memory_format(module: torch.nn.Module) -> None:
             tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
 
 
-def _rewrite_for_inference(networks: LivePortraitNetworks, *, stacked_mask_conv: bool, align_channels: bool,
-                           stacked_3d_convs: bool, low_res_upsample_convs: bool, occlusion_taps: bool) -> None:
+def _rewrite_for_inference(networks: LivePortraitNetworks, *, stacked_mask_conv: bool, spectral_mask_conv: bool,
+                           align_channels: bool, stacked_3d_convs: bool, low_res_upsample_convs: bool,
+                           occlusion_taps: bool, spectral_dtype: torch.dtype) -> None:
     """Fold W's BatchNorms, fuse G's SPADE convs, then the optional exact rewrites, in the order
-    they need: channel padding first, then the rewrites that copy the (padded, folded) weights."""
+    they need: channel padding first, then the rewrites that copy the (padded, folded) weights.
+    The spectral mask conv, when asked for, replaces the stacked one."""
     motion = networks.warping.dense_motion_network
     networks.warping.fold_norm()
     if align_channels:
         motion.align_channels()
     motion.hourglass.rewrite_3d_convs(depth_slices=stacked_3d_convs, low_res_upsample=low_res_upsample_convs)
-    if stacked_mask_conv:
+    if spectral_mask_conv:
+        motion.use_spectral_mask_conv(spectral_dtype)
+    elif stacked_mask_conv:
         motion.use_stacked_mask_conv()
     if occlusion_taps:
         motion.use_occlusion_taps()
@@ -125,13 +133,15 @@ class LivePortraitEngine:
 
     def __init__(self, networks: LivePortraitNetworks, device: torch.device, precision: Precision | None = None,
                  batch_size: int | None = None, stacked_mask_conv: bool | None = None,
-                 align_channels: bool | None = None, stacked_3d_convs: bool | None = None,
-                 low_res_upsample_convs: bool | None = None, occlusion_taps: bool | None = None,
-                 compile: bool | None = None, cuda_graph: bool | None = None,
+                 spectral_mask_conv: bool | None = None, align_channels: bool | None = None,
+                 stacked_3d_convs: bool | None = None, low_res_upsample_convs: bool | None = None,
+                 occlusion_taps: bool | None = None, compile: bool | None = None, cuda_graph: bool | None = None,
                  compile_cache_dir: Path | None = None):
         """Each speed option left None takes CUDA_DEFAULTS on CUDA and False elsewhere; all but
-        compile are exact rewrites (conv_rewrites.py), equal up to rounding.
+        compile and cuda_graph are exact rewrites, equal up to rounding.
         stacked_mask_conv: W's 7x7x7 mask conv as one wide 2-D conv over depth slices.
+        spectral_mask_conv: that conv in the frequency domain instead (spectral_conv.py; fp16
+        transforms on CUDA, fp32 elsewhere); it wins over stacked_mask_conv when both are on.
         align_channels: pad W's 110 / 142-channel hourglass tensors to 112 / 144 with zero channels
         (bit-exact), channel counts cuDNN's tensor-core kernels prefer.
         stacked_3d_convs: the rest of W's 3-D convs as 2-D convs over depth slices, like the mask conv.
@@ -148,7 +158,8 @@ class LivePortraitEngine:
         self.device = torch.device(device)
         kind = self.device.type
         defaults = CUDA_DEFAULTS if kind == "cuda" else {}
-        given = {"stacked_mask_conv": stacked_mask_conv, "align_channels": align_channels,
+        given = {"stacked_mask_conv": stacked_mask_conv, "spectral_mask_conv": spectral_mask_conv,
+                 "align_channels": align_channels,
                  "stacked_3d_convs": stacked_3d_convs, "low_res_upsample_convs": low_res_upsample_convs,
                  "occlusion_taps": occlusion_taps, "compile": compile, "cuda_graph": cuda_graph}
         self.options = {name: defaults.get(name, False) if value is None else value for name, value in given.items()}
@@ -157,7 +168,8 @@ class LivePortraitEngine:
         self.render_dtype = _DTYPES[self.precision]
         self.batch_size = batch_size or DEFAULT_BATCH.get(kind, 2)
         self.networks = networks
-        _rewrite_for_inference(networks, **{k: v for k, v in self.options.items() if k not in ("compile", "cuda_graph")})
+        _rewrite_for_inference(networks, **{k: v for k, v in self.options.items() if k not in ("compile", "cuda_graph")},
+                               spectral_dtype=torch.float16 if kind == "cuda" else torch.float32)
         networks.to(self.device)
         networks.warping.to(self.render_dtype)
         networks.generator.to(self.render_dtype)
@@ -168,6 +180,7 @@ class LivePortraitEngine:
         for network in networks.all():
             network.eval().requires_grad_(False)
         self._crop_mask = crop_ops.feather_mask()
+        self._copy_stream: torch.cuda.Stream | None = None  # created on first use (CUDA only)
         self.compiled = self.options["compile"]
         self._render_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = self._warp_decode
         if self.compiled:
@@ -270,10 +283,8 @@ class LivePortraitEngine:
             if use_cuda:
                 if len(buffers) < 2:
                     buffers.append(torch.empty(boxes.shape, dtype=torch.uint8, pin_memory=True))
-                host = buffers[index % 2]
-                host.copy_(boxes, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
+                host = buffers[index % 2]  # the batch that used it last has been consumed
+                event = self._copy_to_host(boxes, host)
             else:
                 host, event = boxes.cpu(), None
             if pending is not None:
@@ -281,6 +292,21 @@ class LivePortraitEngine:
             pending = (host, count, event)
         if pending is not None:
             yield from self._frames_from(source, *pending)
+
+    def _copy_to_host(self, boxes: torch.Tensor, host: torch.Tensor) -> torch.cuda.Event:
+        """Device -> pinned host copy on a side stream, so the next batch renders while it runs
+        (on the render stream it would wait behind the copy). Returns the copy's completion event."""
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        rendered = torch.cuda.Event()
+        rendered.record()
+        with torch.cuda.stream(self._copy_stream):
+            self._copy_stream.wait_event(rendered)
+            host.copy_(boxes, non_blocking=True)
+            boxes.record_stream(self._copy_stream)  # the allocator must not reuse boxes before the copy ends
+            copied = torch.cuda.Event()
+            copied.record()
+        return copied
 
     @staticmethod
     def _frames_from(source: PreparedSource, host: torch.Tensor, count: int,

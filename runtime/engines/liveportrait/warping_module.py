@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv, normalized_grid_3d
-from .config import DenseMotionConfig, WarpingConfig
+from .config import FEATURE_VOLUME, DenseMotionConfig, WarpingConfig
 from .conv_rewrites import RewrittenConv
 from .grid_sample import grid_sample_3d
+from .spectral_conv import SpectralConv3d
 
 KEYPOINT_VARIANCE = 0.01  # width of the gaussian heatmaps, in normalized units squared
 
@@ -38,13 +39,19 @@ class DenseMotionNetwork(nn.Module):
         self.occlusion = nn.Conv2d(self.hourglass.out_filters * config.reshape_depth, 1, kernel_size=7, padding=3)
         self.norm_folded = False
         self.input_padding = 0  # zero channels appended to the hourglass input, see align_channels()
-        self.rewritten_mask: RewrittenConv | None = None  # see use_stacked_mask_conv()
+        self.rewritten_mask: RewrittenConv | SpectralConv3d | None = None  # see use_*_mask_conv()
         self.rewritten_occlusion: RewrittenConv | None = None  # see use_occlusion_taps()
 
     def use_stacked_mask_conv(self) -> None:
         """Compute the 7x7x7 mask conv as one 2-D conv over depth slices (conv_rewrites): a GEMM
         154 outputs wide instead of 22, which tensor cores fill better. Exact up to rounding."""
         self.rewritten_mask = RewrittenConv(self.mask, depth_slices=True, align_outputs=16)  # 154 -> 160
+
+    def use_spectral_mask_conv(self, compute_dtype: torch.dtype = torch.float32) -> None:
+        """Compute the 7x7x7 mask conv in the frequency domain (spectral_conv): a 144 -> 22 matrix
+        product per frequency instead of 343 taps per voxel. Exact up to rounding; compute_dtype
+        fp16 on CUDA. Its kernel spectrum takes ~0.6 GB in fp16."""
+        self.rewritten_mask = SpectralConv3d(self.mask, FEATURE_VOLUME, compute_dtype)
 
     def use_occlusion_taps(self) -> None:
         """Compute the 7x7 occlusion conv (2272 channels -> 1) as a 1x1 conv to its 49 taps plus a
