@@ -31,6 +31,11 @@ from .tts.factory import TTSSelection
 log = logging.getLogger(__name__)
 
 
+def new_request_id() -> str:
+    """The id a request carries in logs, in its X-Request-ID header and in error bodies."""
+    return uuid.uuid4().hex[:16]
+
+
 @dataclass
 class GenerationRequest:
     """A validated request; image and audio are still undecoded file bytes."""
@@ -42,7 +47,7 @@ class GenerationRequest:
     voice: Optional[str] = None
     fps: int = 25
     options: AnimationOptions = field(default_factory=AnimationOptions)
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    request_id: str = field(default_factory=new_request_id)
 
 
 @dataclass

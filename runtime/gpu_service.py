@@ -17,7 +17,7 @@ from .api.routes import router
 from .config import Settings, load_settings
 from .device import select_device
 from .errors import ServiceBusyError, UserInputError
-from .generation import GenerationService
+from .generation import GenerationService, new_request_id
 from .models.factory import load_avatar_backend
 from .tts.factory import load_tts_engine
 
@@ -66,6 +66,15 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+
+    @app.middleware("http")
+    async def assign_request_id(request: Request, call_next):
+        """Every response names its request, errors found before /generate's handler runs too
+        (a 422 from body validation), so a client's report can be matched with the server log."""
+        request.state.request_id = new_request_id()
+        response = await call_next(request)
+        response.headers.setdefault("X-Request-ID", request.state.request_id)
+        return response
 
     @app.exception_handler(UserInputError)
     async def user_input_error(request: Request, exc: UserInputError):

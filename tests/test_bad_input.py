@@ -62,6 +62,7 @@ def test_bad_input_is_a_named_4xx_and_the_next_request_works(small_limits_server
         body = response.json()
         assert body["error"] == error, body
         assert body["detail"]
+        assert len(body["request_id"]) == 16 and response.headers["x-request-id"] == body["request_id"]
     assert small_limits_server.alive()
 
 
@@ -73,6 +74,9 @@ def test_broken_json_and_wrong_content(small_limits_server):
     assert broken.status_code == 400 and broken.json()["error"] == "invalid_json"
     assert not_object.status_code == 400
     assert bad_form.status_code == 422 and "fps" in bad_form.json()["detail"]
+    ids = [response.json()["request_id"] for response in (broken, not_object, bad_form)]
+    assert len(set(ids)) == 3 and all(response.headers["x-request-id"] == id_
+                                      for response, id_ in zip((broken, not_object, bad_form), ids))
 
 
 def test_a_good_request_after_all_the_bad_ones_succeeds(small_limits_server, astronaut):
@@ -82,4 +86,5 @@ def test_a_good_request_after_all_the_bad_ones_succeeds(small_limits_server, ast
         response = client.post("/generate", json={"text": "Still here, still talking."})
         health = client.get("/health").json()
     assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    assert len(response.headers["x-request-id"]) == 16
     assert health["status"] == "healthy"

@@ -88,7 +88,8 @@ async def _read_fields(request: Request, max_body: int) -> tuple[dict, dict[str,
     return fields, {}
 
 
-def _to_generation_request(fields: dict, files: dict[str, bytes], svc: GenerationService) -> GenerationRequest:
+def _to_generation_request(fields: dict, files: dict[str, bytes], svc: GenerationService,
+                           request_id: str) -> GenerationRequest:
     settings = svc.settings
     unknown_files = set(files) - set(_BINARY_FIELDS)
     if unknown_files:
@@ -112,6 +113,7 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], svc: Generatio
         else:
             binary[name] = None
     return GenerationRequest(
+        request_id=request_id,
         text=body.text,
         image=binary["image"],
         audio=binary["audio"],
@@ -140,8 +142,7 @@ async def generate(request: Request):
     s = svc.settings
     max_body = 2 * (s.max_image_bytes + 2 * s.max_audio_bytes) + 4 * s.max_text_chars + 65536  # base64 inflates by 4/3
     fields, files = await _read_fields(request, max_body)
-    job = _to_generation_request(fields, files, svc)
-    request.state.request_id = job.request_id
+    job = _to_generation_request(fields, files, svc, request.state.request_id)
     workdir = Path(tempfile.mkdtemp(prefix="avatar-"))
     try:
         result = await run_in_threadpool(svc.generate, job, workdir)

@@ -28,4 +28,4 @@ class GenerateRequestBody(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     detail: str
-    request_id: Optional[str] = None
+    request_id: str = Field(description="the request's id, also in the X-Request-ID header and the server log")
