@@ -56,20 +56,19 @@ def start_server(startup_timeout: float = 180.0, python: str = sys.executable, *
         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )
     server = RunningServer(process, port, Path(log_file.name))
+    keep_log = False
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-4000:]}")
-            try:
-                if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not become healthy in {startup_timeout} s:\n{server.log()[-4000:]}")
-            time.sleep(0.3)
-        yield server
+        _wait_until_healthy(server, startup_timeout)
+        try:
+            yield server
+        except BaseException:
+            # A failing test's report shows stderr: put the server's side of the story there.
+            keep_log = True
+            sys.stderr.write(f"--- server log, last 8000 characters of {server.log_path} ---\n{server.log()[-8000:]}\n")
+            raise
+    except RuntimeError:
+        keep_log = True
+        raise
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -79,3 +78,20 @@ def start_server(startup_timeout: float = 180.0, python: str = sys.executable, *
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         log_file.close()
+        if not keep_log:  # a passing run leaves nothing behind in the temp folder
+            server.log_path.unlink(missing_ok=True)
+
+
+def _wait_until_healthy(server: RunningServer, startup_timeout: float) -> None:
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()[-4000:]}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server did not become healthy in {startup_timeout} s:\n{server.log()[-4000:]}")
+        time.sleep(0.3)
