@@ -192,6 +192,18 @@ def test_every_exact_rewrite_renders_like_the_plain_engine():
     assert (got - expected).abs().max().item() <= 1e-5
 
 
+def test_speed_options_default_per_device_and_unknown_ones_are_refused():
+    from runtime.engines.liveportrait.checkpoints import load_networks
+    from runtime.engines.liveportrait.engine import CUDA_DEFAULTS
+
+    directory = shared_random_models_dir(seed=0) / "liveportrait"
+    engine = LivePortraitEngine(load_networks(directory), torch.device("cpu"), occlusion_taps=True, compile=None)
+    assert set(engine.options) == set(CUDA_DEFAULTS)
+    assert engine.options["occlusion_taps"] and not any(v for k, v in engine.options.items() if k != "occlusion_taps")
+    with pytest.raises(TypeError, match="spectral_mask_convs"):
+        LivePortraitEngine(load_networks(directory), torch.device("cpu"), spectral_mask_convs=True)
+
+
 def test_aligned_channels_needs_folded_norms():
     from runtime.engines.liveportrait.warping_module import WarpingNetwork
 

@@ -49,7 +49,26 @@ log = logging.getLogger(__name__)
 Precision = Literal["fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_BATCH = {"cuda": 32, "mps": 4, "cpu": 2}
-# Speed options a CUDA engine gets when the caller leaves them None; other devices get False.
+# The engine's speed options, with what each does. All but compile and cuda_graph are exact
+# rewrites, equal up to rounding. CUDA_DEFAULTS says which a CUDA engine gets when the caller
+# leaves an option None; other devices get False.
+SPEED_OPTIONS = {
+    "stacked_mask_conv": "W's 7x7x7 mask conv as one wide 2-D conv over depth slices (conv_rewrites.py).",
+    "spectral_mask_conv": "that conv in the frequency domain instead (spectral_conv.py; fp16 transforms on CUDA, "
+                          "fp32 elsewhere); it wins over stacked_mask_conv when both are on.",
+    "align_channels": "W's 110 / 142-channel hourglass tensors zero-padded to 112 / 144 (bit-exact), channel "
+                      "counts cuDNN's tensor-core kernels prefer.",
+    "stacked_3d_convs": "the rest of W's 3-D convs as 2-D convs over depth slices, like the mask conv.",
+    "low_res_upsample_convs": "convs of nearest-upsampled inputs (W's up blocks, G's up-block SPADE hidden layers) "
+                              "computed at the input's resolution, with fewer FLOPs.",
+    "occlusion_taps": "W's single-output 7x7 occlusion conv as a 1x1 conv to its 49 taps + a shifted sum.",
+    "compile": "torch.compile of W + G (inductor, static shapes); `warm_up` compiles for the engine's batch "
+               "shape before serving; compile_cache_dir keeps inductor's caches for restarts.",
+    "cuda_graph": "(CUDA, with compile) `warm_up` captures the compiled batch as a CUDA graph: a batch is one "
+                  "replay instead of ~200 kernel launches from Python. Each launch crosses the GIL, and the "
+                  "encoder thread beside the renderer held it often enough to starve the GPU (/generate "
+                  "animated 4x slower than the bare engine).",
+}
 # Measured on one H200 (scripts/bench_liveportrait.py, fp16, batch 32, 2026-11-30), frames/s:
 # eager 165; + stacked mask conv and aligned channels 185; + occlusion taps 191; compiled 338;
 # + low-res upsample convs and taps 390; + aligned GEMM widths 401; with the CUDA graph 397 (same
@@ -61,7 +80,7 @@ DEFAULT_BATCH = {"cuda": 32, "mps": 4, "cpu": 2}
 CUDA_DEFAULTS = {"stacked_mask_conv": False, "spectral_mask_conv": True, "align_channels": True,
                  "stacked_3d_convs": False, "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True,
                  "cuda_graph": True}
-
+assert CUDA_DEFAULTS.keys() == SPEED_OPTIONS.keys()
 
 @dataclass
 class PasteBack:
@@ -107,24 +126,23 @@ def _to_memory_format(module: torch.nn.Module) -> None:
             tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
 
 
-def _rewrite_for_inference(networks: LivePortraitNetworks, *, stacked_mask_conv: bool, spectral_mask_conv: bool,
-                           align_channels: bool, stacked_3d_convs: bool, low_res_upsample_convs: bool,
-                           occlusion_taps: bool, spectral_dtype: torch.dtype) -> None:
-    """Fold W's BatchNorms, fuse G's SPADE convs, then the optional exact rewrites, in the order
-    they need: channel padding first, then the rewrites that copy the (padded, folded) weights.
-    The spectral mask conv, when asked for, replaces the stacked one."""
+def _rewrite_for_inference(networks: LivePortraitNetworks, options: dict[str, bool], spectral_dtype: torch.dtype) -> None:
+    """Fold W's BatchNorms, fuse G's SPADE convs, then the exact rewrites `options` turns on, in
+    the order they need: channel padding first, then the rewrites that copy the (padded, folded)
+    weights. The spectral mask conv, when asked for, replaces the stacked one."""
     motion = networks.warping.dense_motion_network
     networks.warping.fold_norm()
-    if align_channels:
+    if options["align_channels"]:
         motion.align_channels()
-    motion.hourglass.rewrite_3d_convs(depth_slices=stacked_3d_convs, low_res_upsample=low_res_upsample_convs)
-    if spectral_mask_conv:
+    motion.hourglass.rewrite_3d_convs(depth_slices=options["stacked_3d_convs"],
+                                      low_res_upsample=options["low_res_upsample_convs"])
+    if options["spectral_mask_conv"]:
         motion.use_spectral_mask_conv(spectral_dtype)
-    elif stacked_mask_conv:
+    elif options["stacked_mask_conv"]:
         motion.use_stacked_mask_conv()
-    if occlusion_taps:
+    if options["occlusion_taps"]:
         motion.use_occlusion_taps()
-    networks.generator.fuse(low_res_upsample=low_res_upsample_convs)
+    networks.generator.fuse(low_res_upsample=options["low_res_upsample_convs"])
 
 
 class LivePortraitEngine:
@@ -132,44 +150,23 @@ class LivePortraitEngine:
     serializes `render` calls (the GPU is one resource anyway)."""
 
     def __init__(self, networks: LivePortraitNetworks, device: torch.device, precision: Precision | None = None,
-                 batch_size: int | None = None, stacked_mask_conv: bool | None = None,
-                 spectral_mask_conv: bool | None = None, align_channels: bool | None = None,
-                 stacked_3d_convs: bool | None = None, low_res_upsample_convs: bool | None = None,
-                 occlusion_taps: bool | None = None, compile: bool | None = None, cuda_graph: bool | None = None,
-                 compile_cache_dir: Path | None = None):
-        """Each speed option left None takes CUDA_DEFAULTS on CUDA and False elsewhere; all but
-        compile and cuda_graph are exact rewrites, equal up to rounding.
-        stacked_mask_conv: W's 7x7x7 mask conv as one wide 2-D conv over depth slices.
-        spectral_mask_conv: that conv in the frequency domain instead (spectral_conv.py; fp16
-        transforms on CUDA, fp32 elsewhere); it wins over stacked_mask_conv when both are on.
-        align_channels: pad W's 110 / 142-channel hourglass tensors to 112 / 144 with zero channels
-        (bit-exact), channel counts cuDNN's tensor-core kernels prefer.
-        stacked_3d_convs: the rest of W's 3-D convs as 2-D convs over depth slices, like the mask conv.
-        low_res_upsample_convs: convs of nearest-upsampled inputs (W's up blocks, G's up-block
-        SPADE hidden layers) computed at the input's resolution, with fewer FLOPs.
-        occlusion_taps: W's single-output 7x7 occlusion conv as a 1x1 conv to its 49 taps + a shifted sum.
-        compile: torch.compile W + G (inductor, static shapes); call `warm_up` before serving, it
-        compiles for the engine's batch shape. compile_cache_dir: where inductor keeps its caches
-        (sets TORCHINDUCTOR_CACHE_DIR for this process); None keeps inductor's own default.
-        cuda_graph (CUDA with compile): `warm_up` also captures the compiled batch as a CUDA graph,
-        so a batch is one replay instead of ~200 kernel launches from Python. Why it matters: each
-        launch crosses the GIL, and the encoder thread beside the renderer holds the GIL often
-        enough to starve the GPU (measured: /generate animated 4x slower than the bare engine)."""
+                 batch_size: int | None = None, compile_cache_dir: Path | None = None, **options: bool | None):
+        """options: any of SPEED_OPTIONS by name; one left out or None takes CUDA_DEFAULTS on CUDA
+        and False elsewhere. compile_cache_dir: where inductor keeps its caches (sets
+        TORCHINDUCTOR_CACHE_DIR for this process); None keeps inductor's own default."""
+        unknown = sorted(set(options) - set(SPEED_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown LivePortrait speed options {unknown}; known: {sorted(SPEED_OPTIONS)}")
         self.device = torch.device(device)
         kind = self.device.type
-        defaults = CUDA_DEFAULTS if kind == "cuda" else {}
-        given = {"stacked_mask_conv": stacked_mask_conv, "spectral_mask_conv": spectral_mask_conv,
-                 "align_channels": align_channels,
-                 "stacked_3d_convs": stacked_3d_convs, "low_res_upsample_convs": low_res_upsample_convs,
-                 "occlusion_taps": occlusion_taps, "compile": compile, "cuda_graph": cuda_graph}
-        self.options = {name: defaults.get(name, False) if value is None else value for name, value in given.items()}
+        self.options = {name: (cuda_default and kind == "cuda") if options.get(name) is None else bool(options[name])
+                        for name, cuda_default in CUDA_DEFAULTS.items()}
         self.options["cuda_graph"] = self.options["cuda_graph"] and self.options["compile"] and kind == "cuda"
         self.precision: Precision = precision or ("fp16" if kind == "cuda" else "fp32")
         self.render_dtype = _DTYPES[self.precision]
         self.batch_size = batch_size or DEFAULT_BATCH.get(kind, 2)
         self.networks = networks
-        _rewrite_for_inference(networks, **{k: v for k, v in self.options.items() if k not in ("compile", "cuda_graph")},
-                               spectral_dtype=torch.float16 if kind == "cuda" else torch.float32)
+        _rewrite_for_inference(networks, self.options, spectral_dtype=torch.float16 if kind == "cuda" else torch.float32)
         networks.to(self.device)
         networks.warping.to(self.render_dtype)
         networks.generator.to(self.render_dtype)
