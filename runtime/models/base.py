@@ -52,7 +52,9 @@ class AvatarBackend(ABC):
         self, portrait: np.ndarray, speech: Speech, fps: int, options: AnimationOptions = AnimationOptions()
     ) -> Iterator[np.ndarray]:
         """Frames for the clip: portrait (H, W, 3) RGB uint8 in, frame_count(speech.duration, fps)
-        frames (H, W, 3) RGB uint8 out, lazily. Raises NoFaceError before the first frame if needed."""
+        frames (H, W, 3) RGB uint8 out, lazily. Raises NoFaceError before the first frame if needed.
+        Not thread-safe: the caller runs one clip at a time (GenerationService holds its device lock
+        from this call until the frames are consumed or closed)."""
 
     def describe(self) -> dict:
         """Backend-specific detail for /health."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,7 +55,6 @@ class LivePortraitBackend(AvatarBackend):
         self.locator = locator
         self.load_seconds = load_seconds
         self._sources: PortraitCache[PreparedSource] = PortraitCache(capacity=16)
-        self._device_lock = threading.Lock()  # one clip renders at a time; the device is one resource
 
     @classmethod
     def load(cls, settings: Settings, device: DeviceChoice) -> LivePortraitBackend:
@@ -119,8 +117,7 @@ class LivePortraitBackend(AvatarBackend):
 
     def _prepare(self, portrait: np.ndarray) -> PreparedSource:
         landmarks = self.locator.locate(portrait)  # NoFaceError when there is no usable face
-        with self._device_lock:
-            return self.engine.prepare_source(portrait, landmarks.points)
+        return self.engine.prepare_source(portrait, landmarks.points)
 
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int,
                 options: AnimationOptions = AnimationOptions()) -> Iterator[np.ndarray]:  # noqa: B008 (frozen)
@@ -131,13 +128,7 @@ class LivePortraitBackend(AvatarBackend):
         source = self._sources.get_or_compute(portrait, self._prepare)
         targets = driving_targets(face_motion(speech, fps), source.eye_ratios,
                                   expression_scale=options.expression_scale, still=options.still)
-        with self._device_lock:
-            kp_driving = self.engine.driving_keypoints(source, targets)
-        return self._frames(source, kp_driving)
-
-    def _frames(self, source: PreparedSource, kp_driving) -> Iterator[np.ndarray]:
-        with self._device_lock:
-            yield from self.engine.render(source, kp_driving)
+        return self.engine.render(source, self.engine.driving_keypoints(source, targets))
 
     def describe(self) -> dict:
         return {

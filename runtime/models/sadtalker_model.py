@@ -8,7 +8,6 @@ render -> frames pasted into the full portrait.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Iterator
 
@@ -37,7 +36,6 @@ class SadTalkerBackend(AvatarBackend):
         self.load_seconds = load_seconds
         self._portraits: dict[int, PortraitCache["PreparedPortrait"]] = {
             size: PortraitCache(capacity=16) for size in engine.sizes}
-        self._device_lock = threading.Lock()  # one clip renders at a time; the device is one resource
 
     @classmethod
     def load(cls, settings: "Settings", device: "DeviceChoice") -> "SadTalkerBackend":
@@ -73,8 +71,7 @@ class SadTalkerBackend(AvatarBackend):
 
     def _prepare(self, portrait: np.ndarray, size: int) -> "PreparedPortrait":
         landmarks = self.locator.locate(portrait)  # NoFaceError when there is no usable face
-        with self._device_lock:
-            return self.engine.prepare_portrait(portrait, landmarks.points, size)
+        return self.engine.prepare_portrait(portrait, landmarks.points, size)
 
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int,
                 options: AnimationOptions = AnimationOptions()) -> Iterator[np.ndarray]:
@@ -88,13 +85,7 @@ class SadTalkerBackend(AvatarBackend):
         total = frame_count(speech.duration, fps)
         request = MotionRequest(expression_scale=options.expression_scale, pose_style=options.pose_style,
                                 still=options.still)
-        with self._device_lock:
-            frames = self.engine.animate(prepared, speech_16k.samples, fps, total, request)
-        return self._locked(frames)
-
-    def _locked(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-        with self._device_lock:
-            yield from frames
+        return self.engine.animate(prepared, speech_16k.samples, fps, total, request)
 
     def describe(self) -> dict:
         return {
