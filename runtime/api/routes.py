@@ -149,8 +149,7 @@ async def generate(request: Request):
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    headers = {
-        "X-Request-ID": result.request_id,
+    headers = {  # X-Request-ID comes from the service's middleware, as on every response
         "X-Avatar-Backend": result.backend,
         "X-TTS-Engine": result.tts_engine,
         "X-Video-Frames": str(result.frames),
