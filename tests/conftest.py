@@ -17,6 +17,17 @@ def default_server(tmp_path_factory) -> RunningServer:
 
 
 @pytest.fixture(scope="session")
+def upstream():
+    """SadTalker's upstream networks (sadtalker-z, a test-only reference); the test is skipped without it."""
+    from .sadtalker_checkpoints import import_upstream
+
+    modules = import_upstream()
+    if modules is None:
+        pytest.skip("sadtalker-z (test-only reference: pip install --no-deps sadtalker-z) is not installed")
+    return modules
+
+
+@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """The bundled default portrait, (512, 512, 3) RGB uint8."""
     from PIL import Image

@@ -233,6 +233,17 @@ UPSTREAM_FACERENDER = {  # src/config/facerender.yaml, model_params
 }
 
 
+def upstream_pose_config() -> SimpleNamespace:
+    """Upstream's src/config/auido2pose.yaml as attribute access (fresh lists: upstream mutates them)."""
+    return SimpleNamespace(
+        MODEL=SimpleNamespace(
+            CVAE=SimpleNamespace(AUDIO_EMB_IN_SIZE=512, AUDIO_EMB_OUT_SIZE=6, SEQ_LEN=32,
+                                 LATENT_SIZE=64, ENCODER_LAYER_SIZES=[192, 128],
+                                 DECODER_LAYER_SIZES=[128, 192]),
+            DISCRIMINATOR=SimpleNamespace(LEAKY_RELU=False, INPUT_CHANNELS=6)),
+        DATASET=SimpleNamespace(NUM_CLASSES=46))
+
+
 def upstream_slice(checkpoint: dict, prefix: str) -> dict:
     """Upstream's `load_x_from_safetensor`: keys containing `prefix`, with "prefix." removed."""
     return {k.replace(prefix + ".", ""): v for k, v in checkpoint.items() if prefix in k}

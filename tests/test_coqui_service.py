@@ -20,7 +20,7 @@ import pytest
 
 from runtime.media.audio import Speech, wav_bytes
 
-from .coqui_model import FRAMES_PER_TOKEN, HOP_LENGTH, MAX_XTTS_CODES, SAMPLE_RATE
+from .coqui_model import MAX_XTTS_CODES, SAMPLE_RATE, expected_samples
 from .server import REPO, save_mp4, start_server
 
 COQUI_VENV = REPO / ".venv-coqui"  # inside the checkout: its editable install must point at this code
@@ -141,7 +141,7 @@ def test_engine_speaks_the_calibrated_length_in_each_voice(engine_probe, table_v
     assert probe["describe"]["model"] == table_vits["model_path"] and probe["describe"]["voice_cloning"] is False
     assert probe["sample_rate"] == SAMPLE_RATE and probe["dtype"] == "float32"
     assert probe["tokens"] > len(TEXT)  # coqui puts a blank between characters
-    assert probe["samples"] == probe["tokens"] * FRAMES_PER_TOKEN * HOP_LENGTH + probe["pad"]
+    assert probe["samples"] == expected_samples(probe["tokens"]) + probe["pad"]
     seconds_per_char = probe["samples"] / SAMPLE_RATE / len(TEXT)
     assert 0.04 < seconds_per_char < 0.15, "speech-like length"
     assert 0 < probe["peak"] <= 1.0

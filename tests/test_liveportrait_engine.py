@@ -15,7 +15,7 @@ from runtime.engines.liveportrait.keypoints import SourceMotion
 from runtime.media.audio import Speech
 from runtime.media.speech_motion import face_motion
 
-from .liveportrait_checkpoints import shared_random_models_dir
+from .liveportrait_checkpoints import EVERY_REWRITE, shared_random_models_dir
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +171,6 @@ def test_aligned_channels_warp_exactly_like_the_original():
     assert expected.abs().max() > 1e-2
     assert (got - expected).abs().max().item() <= 1e-6
 
-
-EVERY_REWRITE = {"align_channels": True, "spectral_mask_conv": True, "stacked_3d_convs": True,
-                 "low_res_upsample_convs": True, "occlusion_taps": True}
 
 
 def test_every_exact_rewrite_renders_like_the_plain_engine():

@@ -15,6 +15,8 @@ from runtime.engines.liveportrait.checkpoints import load_networks
 from runtime.engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, PreparedSource, warm_up
 from runtime.engines.liveportrait.keypoints import SourceMotion
 
+from .liveportrait_checkpoints import EVERY_REWRITE
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 MEAN_TOLERANCE = 2e-3
@@ -52,8 +54,6 @@ def _render(networks, precision: str, **options) -> torch.Tensor:
     return crops
 
 
-EVERY_REWRITE = {"align_channels": True, "spectral_mask_conv": True, "stacked_3d_convs": True,
-                 "low_res_upsample_convs": True, "occlusion_taps": True}
 VARIANTS = {
     "fp16": ("fp16", {}),
     "bf16": ("bf16", {}),

@@ -17,7 +17,7 @@ from runtime.engines.sadtalker.checkpoint import (
 from runtime.engines.sadtalker.networks import build_networks, load_networks
 from runtime.errors import BackendUnavailable
 
-from .sadtalker_checkpoints import UPSTREAM_FACERENDER, import_upstream, random_models_dir
+from .sadtalker_checkpoints import UPSTREAM_FACERENDER, random_models_dir, upstream_pose_config
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +81,15 @@ def test_missing_weights_make_the_backend_unavailable(tmp_path):
     assert "setup_sadtalker.sh" in message
 
 
-def test_layout_matches_upstreams_own_state_dicts(official):
+def test_layout_matches_upstreams_own_state_dicts(official, upstream):
     """Key names and shapes equal the state dict of upstream's conversion wrapper
     (model2safetensor.py: kp_extractor, generator, audio2exp, audio2pose, face_3drecon)."""
-    upstream = import_upstream()
-    if upstream is None:
-        pytest.skip("sadtalker-z (test-only reference) is not installed")
-    from .test_sadtalker_equivalence import _upstream_pose_cfg
-
     common = UPSTREAM_FACERENDER["common"]
     parts = {
         "kp_extractor": upstream.keypoint.KPDetector(**UPSTREAM_FACERENDER["kp"], **common),
         "generator": upstream.generator.OcclusionAwareSPADEGenerator(**UPSTREAM_FACERENDER["generator"], **common),
         "audio2exp": upstream.audio2exp.SimpleWrapperV2(),
-        "audio2pose": upstream.audio2pose.Audio2Pose(_upstream_pose_cfg(), None, device="cpu"),
+        "audio2pose": upstream.audio2pose.Audio2Pose(upstream_pose_config(), None, device="cpu"),
         "face_3drecon": upstream.recon.define_net_recon(net_recon="resnet50", use_last_fc=False, init_path=""),
     }
     expected = {f"{prefix}.{k}": tuple(v.shape) for prefix, module in parts.items()

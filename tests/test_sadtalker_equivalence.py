@@ -8,6 +8,7 @@ these tests also prove that our random checkpoints have the official layout.
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -16,33 +17,20 @@ import torch
 from runtime.engines.sadtalker import motion
 from runtime.engines.sadtalker.checkpoint import read_mapping_checkpoint, read_safetensors
 from runtime.engines.sadtalker.networks import load_networks
-from .sadtalker_checkpoints import UPSTREAM_FACERENDER, import_upstream, random_models_dir, upstream_slice
+from .sadtalker_checkpoints import (
+    UPSTREAM_FACERENDER,
+    random_models_dir,
+    upstream_face_renderer,
+    upstream_pose_config,
+    upstream_slice,
+)
 
 TOLERANCE = 1e-3
-
-
-def _upstream_pose_cfg():
-    """src/config/auido2pose.yaml as attribute access (fresh lists: upstream mutates them)."""
-    return SimpleNamespace(
-        MODEL=SimpleNamespace(
-            CVAE=SimpleNamespace(AUDIO_EMB_IN_SIZE=512, AUDIO_EMB_OUT_SIZE=6, SEQ_LEN=32,
-                                 LATENT_SIZE=64, ENCODER_LAYER_SIZES=[192, 128],
-                                 DECODER_LAYER_SIZES=[128, 192]),
-            DISCRIMINATOR=SimpleNamespace(LEAKY_RELU=False, INPUT_CHANNELS=6)),
-        DATASET=SimpleNamespace(NUM_CLASSES=46))
 
 
 @pytest.fixture(scope="module")
 def sadtalker_models_dir():
     return random_models_dir()
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    upstream = import_upstream()
-    if upstream is None:
-        pytest.skip("sadtalker-z (test-only reference: pip install --no-deps sadtalker-z) is not installed")
-    return upstream
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +83,7 @@ def test_audio2exp_matches_upstream(upstream, official_files, ours):
 
 
 def test_audio2pose_decoder_matches_upstream(upstream, official_files, ours):
-    theirs = _strict_upstream(upstream.audio2pose.Audio2Pose(_upstream_pose_cfg(), None, device="cpu"),
+    theirs = _strict_upstream(upstream.audio2pose.Audio2Pose(upstream_pose_config(), None, device="cpu"),
                               upstream_slice(official_files.safetensors, "audio2pose"))
     g = torch.Generator().manual_seed(3)
     window_mels = torch.randn(1, 32, 1, 80, 16, generator=g)
@@ -152,21 +140,16 @@ def test_generator_matches_upstream(upstream, official_files, ours):
         expected = theirs(source.expand(2, -1, -1, -1), kp_source={"value": kp_source.expand(2, -1, -1)},
                           kp_driving={"value": kp_driving})["prediction"]
         # our batched path: one cached source encoding shared by both frames
-        encoding = ours.generator.encode_source(source)
-        _close(ours.generator.render(encoding, kp_source.expand(2, -1, -1), kp_driving), expected)
-        ours.generator.decoder.fuse()  # the fused SPADE path the engine runs: same arithmetic
-        _close(ours.generator.render(encoding, kp_source.expand(2, -1, -1), kp_driving), expected)
+        generator = copy.deepcopy(ours.generator)  # fused below: the module's fixture stays as loaded
+        encoding = generator.encode_source(source)
+        _close(generator.render(encoding, kp_source.expand(2, -1, -1), kp_driving), expected)
+        generator.decoder.fuse()  # the fused SPADE path the engine runs: same arithmetic
+        _close(generator.render(encoding, kp_source.expand(2, -1, -1), kp_driving), expected)
 
 
-def test_face_renderer_matches_make_animation(upstream, official_files, ours):
+def test_face_renderer_matches_make_animation(upstream, sadtalker_models_dir, ours):
     """The whole renderer (mapping + keypoints + generator) against upstream's make_animation."""
-    kp_params = {**UPSTREAM_FACERENDER["kp"], **UPSTREAM_FACERENDER["common"]}
-    gen_params = {**UPSTREAM_FACERENDER["generator"], **UPSTREAM_FACERENDER["common"]}
-    kp = _strict_upstream(upstream.keypoint.KPDetector(**kp_params),
-                          upstream_slice(official_files.safetensors, "kp_extractor"))
-    gen = _strict_upstream(upstream.generator.OcclusionAwareSPADEGenerator(**gen_params),
-                           upstream_slice(official_files.safetensors, "generator"))
-    mapping = _strict_upstream(upstream.mapping.MappingNet(73, 1024, 3, 15, 66), official_files.mapping_full)
+    kp, gen, mapping = upstream_face_renderer(upstream, sadtalker_models_dir, "cpu")
     g = torch.Generator().manual_seed(8)
     frames = 2
     source = torch.rand(1, 3, 256, 256, generator=g)
@@ -177,7 +160,8 @@ def test_face_renderer_matches_make_animation(upstream, official_files, ours):
                                                      None, mapping)[0]
         from runtime.engines.sadtalker.renderer import FaceRenderer
 
-        renderer = FaceRenderer(ours, device=torch.device("cpu"), dtype=torch.float32)
+        # FaceRenderer fuses and converts the networks in place: a copy keeps the module's fixture as loaded.
+        renderer = FaceRenderer(copy.deepcopy(ours), device=torch.device("cpu"), dtype=torch.float32)
         prepared = renderer.prepare_source(source, source_window)
         got = renderer.render_batch(prepared, target_windows[0])
     _close(got, expected)

@@ -14,7 +14,7 @@ from runtime.engines.sadtalker import alignment, audio_features, coefficients, s
 from runtime.engines.sadtalker.networks import load_networks
 from runtime.engines.sadtalker.paste import paste_frames, plan_paste
 
-from .sadtalker_checkpoints import import_upstream, random_models_dir, upstream_slice
+from .sadtalker_checkpoints import import_upstream, random_models_dir, upstream_pose_config, upstream_slice
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +75,11 @@ def _queued_randn(queue):
 
 
 @pytest.mark.parametrize("frames", [10, 40, 70])
-def test_pose_sequence_matches_upstream_audio2pose_test(nets, frames):
-    upstream = import_upstream()
-    if upstream is None:
-        pytest.skip("sadtalker-z (test-only reference) is not installed")
+def test_pose_sequence_matches_upstream_audio2pose_test(nets, upstream, frames):
     from safetensors.torch import load_file
 
-    from .test_sadtalker_equivalence import _upstream_pose_cfg
-
     checkpoint = load_file(str(random_models_dir() / "sadtalker" / "SadTalker_V0.0.2_256.safetensors"))
-    theirs = upstream.audio2pose.Audio2Pose(_upstream_pose_cfg(), None, device="cpu")
+    theirs = upstream.audio2pose.Audio2Pose(upstream_pose_config(), None, device="cpu")
     theirs.load_state_dict(upstream_slice(checkpoint, "audio2pose"))
     theirs.eval()
     g = torch.Generator().manual_seed(5)
@@ -106,10 +101,7 @@ def test_pose_sequence_matches_upstream_audio2pose_test(nets, frames):
     assert (ours - expected["pose_pred"][0]).abs().max() < 1e-4
 
 
-def test_expression_sequence_matches_upstream_audio2exp_test(nets):
-    upstream = import_upstream()
-    if upstream is None:
-        pytest.skip("sadtalker-z (test-only reference) is not installed")
+def test_expression_sequence_matches_upstream_audio2exp_test(nets, upstream):
     import importlib
 
     from safetensors.torch import load_file
