@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from runtime.engines.liveportrait import checkpoints as ckpt
-from runtime.engines.liveportrait.grid_sample import _grid_sample_3d_gather
+from runtime.engines.sampling import grid_sample_3d_via_2d
 from runtime.engines.liveportrait.keypoints import transform_keypoints
 
 from .liveportrait_checkpoints import shared_random_models_dir
@@ -179,10 +179,10 @@ def test_keypoint_transform_matches_upstream(models_dir):
 
 
 def test_gather_grid_sample_equals_torch():
-    """The mps path of 3-D grid sampling, checked on the cpu against torch's kernel."""
+    """The mps path of 3-D grid sampling (shared with SadTalker), checked on the cpu against torch's kernel."""
     generator = torch.Generator().manual_seed(8)
     volume = torch.randn(2, 3, 5, 6, 7, generator=generator)
     grid = 1.2 * (2 * torch.rand(2, 4, 5, 6, 3, generator=generator) - 1)  # some points outside
     expected = torch.nn.functional.grid_sample(volume, grid, align_corners=False)
-    assert _max_diff(_grid_sample_3d_gather(volume, grid), expected) < 1e-5
+    assert _max_diff(grid_sample_3d_via_2d(volume, grid), expected) < 1e-5
 

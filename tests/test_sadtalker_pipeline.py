@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.engines.sadtalker import alignment, audio_features, coefficients, sampling
+from runtime.engines import sampling
+from runtime.engines.sadtalker import alignment, audio_features, coefficients
 from runtime.engines.sadtalker.networks import load_networks
 from runtime.engines.sadtalker.paste import paste_frames, plan_paste
 

@@ -186,12 +186,3 @@ class Hourglass(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
-
-
-def normalized_grid_3d(depth: int, height: int, width: int, *, device, dtype) -> torch.Tensor:
-    """(D, H, W, 3) grid of (x, y, z) in [-1, 1], x to the right, y down, z inward (grid_sample order)."""
-    z = torch.linspace(-1, 1, depth, device=device, dtype=dtype)
-    y = torch.linspace(-1, 1, height, device=device, dtype=dtype)
-    x = torch.linspace(-1, 1, width, device=device, dtype=dtype)
-    zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
-    return torch.stack([xx, yy, zz], dim=-1)

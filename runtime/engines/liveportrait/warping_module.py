@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv, normalized_grid_3d
+from ..sampling import grid_sample_3d, identity_grid_3d
+from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv
 from .config import FEATURE_VOLUME, DenseMotionConfig, WarpingConfig
 from .conv_rewrites import RewrittenConv
-from .grid_sample import grid_sample_3d
 from .spectral_conv import SpectralConv3d
 
 KEYPOINT_VARIANCE = 0.01  # width of the gaussian heatmaps, in normalized units squared
@@ -118,7 +118,7 @@ class DenseMotionNetwork(nn.Module):
         compressed = F.relu(compressed).float()  # (B, 4, D, H, W)
         channels = compressed.shape[1]
         kp_driving, kp_source = kp_driving.float(), kp_source.float()
-        identity = normalized_grid_3d(depth, height, width, device=feature.device, dtype=torch.float32)
+        identity = identity_grid_3d(depth, height, width, device=feature.device, dtype=torch.float32)
 
         # 1. Warp the compressed volume by each candidate motion.
         motions = self.sparse_motions(identity, kp_driving, kp_source)  # (B, 1+K, D, H, W, 3)

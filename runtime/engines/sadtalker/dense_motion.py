@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DenseMotionConfig
-from .layers import DownBlock3d, UpBlock3d, coordinate_grid_3d
-from .sampling import grid_sample_3d
+from ..sampling import grid_sample_3d, identity_grid_3d
+from .layers import DownBlock3d, UpBlock3d
 
 KEYPOINT_VARIANCE = 0.01
 MASK_FLOOR = 1e-3  # mask weights below this are zeroed (upstream does the same)
@@ -93,7 +93,7 @@ class DenseMotionNetwork(nn.Module):
         b = kp_driving.shape[0]
         k1 = self.num_keypoints + 1
         _, c, d, h, w = compressed.shape
-        grid = coordinate_grid_3d(d, h, w, compressed.device, kp_driving.dtype)
+        grid = identity_grid_3d(d, h, w, compressed.device, kp_driving.dtype)
         motions = self.sparse_motions(grid, kp_driving, kp_source)  # (B, K+1, D, H, W, 3)
 
         deformed = warp_volume(compressed, motions.reshape(b * k1, d, h, w, 3).to(compressed.dtype))

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import KeypointDetectorConfig
-from .layers import ConvNormReLU2d, UpBlock3d, coordinate_grid_3d
+from ..sampling import identity_grid_3d
+from .layers import ConvNormReLU2d, UpBlock3d
 
 
 class AntiAliasDownsample(nn.Module):
@@ -76,5 +77,5 @@ class KeypointDetector(nn.Module):
         logits = self.kp(self.predictor(self.down(image)))
         b, k, d, h, w = logits.shape
         heatmap = F.softmax(logits.view(b, k, -1).float() / self.temperature, dim=2)
-        grid = coordinate_grid_3d(d, h, w, image.device, torch.float32).view(1, 1, -1, 3)
+        grid = identity_grid_3d(d, h, w, image.device, torch.float32).view(1, 1, -1, 3)
         return (heatmap.unsqueeze(-1) * grid).sum(dim=2)

@@ -11,15 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def coordinate_grid_3d(depth: int, height: int, width: int, device, dtype) -> torch.Tensor:
-    """Identity sampling grid in [-1, 1]: (D, H, W, 3) holding (x, y, z) per voxel."""
-    z = torch.linspace(-1.0, 1.0, depth, device=device, dtype=dtype)
-    y = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
-    x = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
-    zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
-    return torch.stack([xx, yy, zz], dim=-1)
-
-
 def pool_hw(volume: torch.Tensor) -> torch.Tensor:
     """2x2 average pool of H and W of (B, C, D, H, W), depth kept.
 

@@ -1,4 +1,5 @@
-"""Trilinear volume sampling with a fast path for backends that lack 3D grid_sample.
+"""3-D sampling shared by the LivePortrait and SadTalker engines: the identity grid their flows
+start from, and trilinear volume sampling with a fast path for backends that lack 3D grid_sample.
 
 MPS implements `grid_sample` for 4D inputs only. Instead of letting the 5D call fall back to
 the CPU (a per-frame device round trip), `grid_sample_3d_via_2d` lays the depth slices out as
@@ -11,6 +12,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def identity_grid_3d(depth: int, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(D, H, W, 3) grid of (x, y, z) in [-1, 1] (linspace per axis, both upstreams'
+    make_coordinate_grid): x to the right, y down, z inward, in grid_sample's order."""
+    z = torch.linspace(-1.0, 1.0, depth, device=device, dtype=dtype)
+    y = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    x = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
+    return torch.stack([xx, yy, zz], dim=-1)
 
 
 def grid_sample_3d(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
