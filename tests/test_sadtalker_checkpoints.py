@@ -6,10 +6,10 @@ import torch
 
 from runtime.config import load_settings
 from runtime.device import DeviceChoice
+from runtime.engines.checkpoints import fold_spectral_norm
 from runtime.engines.sadtalker.checkpoint import (
     CheckpointError,
     check_no_stray_keys,
-    fold_spectral_norm,
     load_strict,
     network_slice,
     read_safetensors,

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoints import CheckpointError, fold_spectral_norm
 from .appearance_feature_extractor import AppearanceFeatureExtractor
 from .motion_extractor import MotionExtractor
 from .spade_generator import SPADEDecoder
@@ -33,37 +34,9 @@ ALL_FILES = tuple(BASE_MODEL_FILES.values()) + (RETARGETING_FILE,)
 SPECTRAL_SUFFIXES = ("weight_orig", "weight_u", "weight_v")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing or does not fit the network."""
-
-
 def missing_files(liveportrait_dir: Path) -> list[Path]:
     """Official files absent under `liveportrait_dir` (MODELS_DIR/liveportrait)."""
     return [liveportrait_dir / name for name in ALL_FILES if not (liveportrait_dir / name).is_file()]
-
-
-def fold_spectral_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace every (weight_orig, weight_u, weight_v) triple by the eval-mode weight.
-
-    In eval mode torch's spectral norm does no power iteration: it divides weight_orig by
-    sigma = u . (W v), W = weight_orig reshaped to (out, -1), with the stored u and v.
-    """
-    folded: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.endswith((".weight_u", ".weight_v")):
-            continue
-        if key.endswith(".weight_orig"):
-            prefix = key[: -len("weight_orig")]
-            try:
-                u, v = state_dict[prefix + "weight_u"], state_dict[prefix + "weight_v"]
-            except KeyError as missing:
-                raise CheckpointError(f"spectral-norm weight {key} has no {missing.args[0]}") from None
-            weight = value.float()
-            sigma = torch.dot(u.float(), weight.reshape(weight.shape[0], -1) @ v.float())
-            folded[prefix + "weight"] = (weight / sigma).to(value.dtype)
-        else:
-            folded[key] = value
-    return folded
 
 
 def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

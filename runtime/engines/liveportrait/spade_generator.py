@@ -1,8 +1,8 @@
 """G, the SPADE decoder: warped features -> the 512x512 animated crop.
 
 The official checkpoint stores its residual convs spectrally normalized (`weight_orig`,
-`weight_u`, `weight_v`); `checkpoints.fold_spectral_norm` turns them into plain weights at load
-time, so this module holds ordinary convs.
+`weight_u`, `weight_v`); `runtime.engines.checkpoints.fold_spectral_norm` turns them into plain
+weights at load time, so this module holds ordinary convs.
 """
 from __future__ import annotations
 

@@ -19,14 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoints import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_PREFIXES = ("kp_extractor", "generator", "audio2exp", "audio2pose", "face_3drecon")
 TRAINING_ONLY_PREFIXES = ("audio2pose.netG.encoder.", "audio2pose.netD_motion.")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or does not match the network layout."""
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -66,27 +64,6 @@ def network_slice(checkpoint: dict[str, torch.Tensor], prefix: str) -> dict[str,
         for key, value in checkpoint.items()
         if key.startswith(head) and not key.startswith(TRAINING_ONLY_PREFIXES)
     }
-
-
-def fold_spectral_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace each spectral-normalised weight (`w.weight_orig`, `w.weight_u`, `w.weight_v`)
-    by the plain weight W / sigma that upstream's hook computes in eval mode, where
-    sigma = u . (W_flat v) with the stored power-iteration vectors (no further iterations)."""
-    folded = {}
-    for key, value in state.items():
-        if key.endswith(".weight_u") or key.endswith(".weight_v"):
-            continue
-        if key.endswith(".weight_orig"):
-            base = key[: -len("_orig")]
-            u, v = state.get(base + "_u"), state.get(base + "_v")
-            if u is None or v is None:
-                raise CheckpointError(f"spectral-norm tensor {key} lacks its _u/_v vectors")
-            matrix = value.reshape(value.shape[0], -1).double()
-            sigma = torch.dot(u.double(), matrix @ v.double())
-            folded[base] = (value.double() / sigma).to(value.dtype)
-        else:
-            folded[key] = value
-    return folded
 
 
 def load_strict(network: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

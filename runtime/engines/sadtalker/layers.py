@@ -106,7 +106,7 @@ class SPADE(nn.Module):
 
 class SPADEResBlock(nn.Module):
     """Residual block with SPADE norms. Spectral norm of the official convs is folded into plain
-    conv weights at load time (see `checkpoint.fold_spectral_norm`), so no hooks run per frame.
+    conv weights at load time (`runtime.engines.checkpoints.fold_spectral_norm`): no hooks per frame.
 
     After loading, `fuse()` merges the label convs of the block's two or three SPADE norms into
     one conv and each norm's gamma/beta convs into one: the same arithmetic in fewer, wider

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from torch import nn
 
+from ..checkpoints import fold_spectral_norm
 from .audio2exp import Audio2Exp
 from .audio2pose import Audio2Pose
 from .checkpoint import (
     CheckpointError,
     check_no_stray_keys,
-    fold_spectral_norm,
     load_strict,
     network_slice,
     read_mapping_checkpoint,
