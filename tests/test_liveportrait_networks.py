@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from runtime.engines.liveportrait import checkpoints as ckpt
-from runtime.engines.sampling import grid_sample_3d_via_2d
+from runtime.engines.motion_field import grid_sample_3d_via_2d
 from runtime.engines.liveportrait.keypoints import transform_keypoints
 
 from .liveportrait_checkpoints import shared_random_models_dir

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.engines import sampling
+from runtime.engines import motion_field
 from runtime.engines.sadtalker import alignment, audio_features, coefficients
 from runtime.engines.sadtalker.networks import load_networks
 from runtime.engines.sadtalker.paste import paste_frames, plan_paste
@@ -194,7 +194,7 @@ def test_mps_sampling_path_equals_grid_sample():
     volume = torch.randn(2, 4, 5, 6, 7, generator=g)
     grid = torch.rand(2, 3, 6, 7, 3, generator=g) * 2.6 - 1.3  # includes points outside
     expected = F.grid_sample(volume, grid, align_corners=False)
-    assert (sampling.grid_sample_3d_via_2d(volume, grid) - expected).abs().max() < 1e-5
+    assert (motion_field.grid_sample_3d_via_2d(volume, grid) - expected).abs().max() < 1e-5
 
 
 def test_paste_blends_the_face_into_the_portrait():

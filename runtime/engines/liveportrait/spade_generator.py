@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fusion import concat_convs
 from .config import SpadeConfig
 from .conv_rewrites import RewrittenConv
 
@@ -78,17 +79,6 @@ class SPADEResnetBlock(nn.Module):
         return self.forward_with_hidden(x, [spade.hidden(seg) for spade in self.spades()])
 
 
-def _concat_convs(convs: list[nn.Conv2d]) -> nn.Conv2d:
-    """One conv computing several same-input convs at once (outputs concatenated on channels)."""
-    first = convs[0]
-    fused = nn.Conv2d(first.in_channels, sum(c.out_channels for c in convs), kernel_size=first.kernel_size,
-                      padding=first.padding).to(first.weight.device, first.weight.dtype)
-    with torch.no_grad():
-        fused.weight.copy_(torch.cat([c.weight for c in convs]))
-        fused.bias.copy_(torch.cat([c.bias for c in convs]))
-    return fused
-
-
 def _compose_1x1_after(outer: nn.Conv2d, inner: nn.Conv2d) -> nn.Conv2d:
     """One conv equal to outer(inner(x)) for a bias-free 1x1 `outer`: weight W_o @ W_i, bias W_o @ b_i."""
     mixing = outer.weight[:, :, 0, 0].double()
@@ -143,11 +133,11 @@ class SPADEDecoder(nn.Module):
         if self._fused is not None:
             return
         middle_spades = [s for block in self.middle_blocks() for s in block.spades()]
-        up_0 = _concat_convs([s.mlp_shared[0] for s in self.up_0.spades()])
-        up_1 = _concat_convs([s.mlp_shared[0] for s in self.up_1.spades()])
+        up_0 = concat_convs([s.mlp_shared[0] for s in self.up_0.spades()])
+        up_1 = concat_convs([s.mlp_shared[0] for s in self.up_1.spades()])
         self.low_res_upsample = low_res_upsample
         fused = nn.ModuleDict({
-            "middle_shared": _concat_convs([s.mlp_shared[0] for s in middle_spades]),
+            "middle_shared": concat_convs([s.mlp_shared[0] for s in middle_spades]),
             "up_0_shared": RewrittenConv(up_0, upsample=2) if low_res_upsample else up_0,
             "up_1_shared": RewrittenConv(up_1, upsample=4) if low_res_upsample else up_1,
             "up_0_shortcut_beta": _compose_1x1_after(self.up_0.conv_s, self.up_0.norm_s.mlp_beta),

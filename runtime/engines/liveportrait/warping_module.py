@@ -10,20 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling import grid_sample_3d, identity_grid_3d
+from ..motion_field import grid_sample_3d, identity_grid_3d, keypoint_heatmaps, keypoint_motions
 from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv
 from .config import FEATURE_VOLUME, DenseMotionConfig, WarpingConfig
 from .conv_rewrites import RewrittenConv
 from .spectral_conv import SpectralConv3d
-
-KEYPOINT_VARIANCE = 0.01  # width of the gaussian heatmaps, in normalized units squared
-
-
-def keypoint_heatmaps(keypoints: torch.Tensor, identity_grid: torch.Tensor) -> torch.Tensor:
-    """Gaussian bumps: keypoints (B, K, 3), identity_grid (D, H, W, 3) -> (B, K, D, H, W)."""
-    offset = identity_grid[None, None] - keypoints[:, :, None, None, None, :]
-    return torch.exp(-0.5 * offset.pow(2).sum(-1) / KEYPOINT_VARIANCE)
-
 
 class DenseMotionNetwork(nn.Module):
     """(f_s (B, 32, D, H, W), x_d (B, K, 3), x_s (B, K, 3)) -> flow (B, D, H, W, 3), occlusion (B, 1, H, W)."""
@@ -98,15 +89,6 @@ class DenseMotionNetwork(nn.Module):
             fold_batchnorm_into_conv(self.compress, self.norm)
             self.norm_folded = True
 
-    def sparse_motions(self, identity_grid: torch.Tensor, kp_driving: torch.Tensor,
-                       kp_source: torch.Tensor) -> torch.Tensor:
-        """Candidate backward flows: identity, then grid - x_d[k] + x_s[k] -> (B, 1+K, D, H, W, 3)."""
-        batch = kp_driving.shape[0]
-        shift = (kp_source - kp_driving)[:, :, None, None, None, :]
-        per_keypoint = identity_grid[None, None] + shift
-        background = identity_grid[None, None].expand(batch, 1, *identity_grid.shape)
-        return torch.cat([background, per_keypoint], dim=1)
-
     def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor):
         """Convs run in the weights' dtype; coordinates, sampling and the softmax stay fp32
         (a half-precision flow would move features by a quarter voxel)."""
@@ -121,7 +103,7 @@ class DenseMotionNetwork(nn.Module):
         identity = identity_grid_3d(depth, height, width, device=feature.device, dtype=torch.float32)
 
         # 1. Warp the compressed volume by each candidate motion.
-        motions = self.sparse_motions(identity, kp_driving, kp_source)  # (B, 1+K, D, H, W, 3)
+        motions = keypoint_motions(identity, kp_driving, kp_source)  # (B, 1+K, D, H, W, 3)
         n_motions = motions.shape[1]
         repeated = compressed.unsqueeze(1).expand(batch, n_motions, channels, depth, height, width)
         deformed = grid_sample_3d(repeated.reshape(batch * n_motions, channels, depth, height, width),

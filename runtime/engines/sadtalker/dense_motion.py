@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DenseMotionConfig
-from ..sampling import grid_sample_3d, identity_grid_3d
+from ..motion_field import grid_sample_3d, identity_grid_3d, keypoint_heatmaps, keypoint_motions
 from .layers import DownBlock3d, UpBlock3d
 
-KEYPOINT_VARIANCE = 0.01
 MASK_FLOOR = 1e-3  # mask weights below this are zeroed (upstream does the same)
 
 
@@ -46,12 +45,6 @@ class Hourglass3d(nn.Module):
         return F.relu(self.decoder.norm(self.decoder.conv(out)))
 
 
-def keypoint_gaussians(keypoints: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """keypoints (B, K, 3), grid (D, H, W, 3) -> unnormalised Gaussians (B, K, D, H, W)."""
-    delta = grid.unsqueeze(0).unsqueeze(0) - keypoints[:, :, None, None, None, :]
-    return torch.exp(-0.5 * (delta**2).sum(-1) / KEYPOINT_VARIANCE)
-
-
 class DenseMotionNetwork(nn.Module):
     def __init__(self, cfg: DenseMotionConfig, num_keypoints: int, feature_channels: int):
         super().__init__()
@@ -72,16 +65,6 @@ class DenseMotionNetwork(nn.Module):
         """
         return F.relu(self.norm(self.compress(feature_3d)))
 
-    def sparse_motions(self, grid: torch.Tensor, kp_driving: torch.Tensor,
-                       kp_source: torch.Tensor) -> torch.Tensor:
-        """Per-keypoint backward flows (B, K+1, D, H, W, 3): where each driving voxel samples the
-        source if only keypoint k moved (translation only); index 0 is the identity."""
-        b = kp_driving.shape[0]
-        shift = (kp_source - kp_driving)[:, :, None, None, None, :]
-        per_keypoint = grid.unsqueeze(0).unsqueeze(0) + shift
-        identity = grid.unsqueeze(0).unsqueeze(0).expand(b, 1, *grid.shape)
-        return torch.cat([identity, per_keypoint], dim=1)
-
     def forward(self, compressed: torch.Tensor, kp_driving: torch.Tensor,
                 kp_source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """compressed: (1 or B, 4, D, H, W) source volume from `compress_source`;
@@ -94,12 +77,12 @@ class DenseMotionNetwork(nn.Module):
         k1 = self.num_keypoints + 1
         _, c, d, h, w = compressed.shape
         grid = identity_grid_3d(d, h, w, compressed.device, kp_driving.dtype)
-        motions = self.sparse_motions(grid, kp_driving, kp_source)  # (B, K+1, D, H, W, 3)
+        motions = keypoint_motions(grid, kp_driving, kp_source)  # (B, K+1, D, H, W, 3)
 
         deformed = warp_volume(compressed, motions.reshape(b * k1, d, h, w, 3).to(compressed.dtype))
         deformed = deformed.reshape(b, k1, c, d, h, w)
 
-        heatmap = keypoint_gaussians(kp_driving, grid) - keypoint_gaussians(kp_source, grid)
+        heatmap = keypoint_heatmaps(kp_driving, grid) - keypoint_heatmaps(kp_source, grid)
         heatmap = torch.cat([heatmap.new_zeros(b, 1, d, h, w), heatmap], dim=1)
         hourglass_in = torch.cat([heatmap.unsqueeze(2).to(deformed.dtype), deformed], dim=2)
         hourglass_in = hourglass_in.view(b, -1, d, h, w)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import KeypointDetectorConfig
-from ..sampling import identity_grid_3d
+from ..motion_field import identity_grid_3d
 from .layers import ConvNormReLU2d, UpBlock3d
 
 

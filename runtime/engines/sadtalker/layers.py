@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fusion import concat_convs
+
 
 def pool_hw(volume: torch.Tensor) -> torch.Tensor:
     """2x2 average pool of H and W of (B, C, D, H, W), depth kept.
@@ -133,8 +135,8 @@ class SPADEResBlock(nn.Module):
     def fuse(self) -> None:
         norms = self._norms()
         shared = [n.mlp_shared[0] for n in norms]
-        label_conv = _concat_convs(shared)
-        modulation = nn.ModuleList(_concat_convs([n.mlp_gamma, n.mlp_beta]) for n in norms)
+        label_conv = concat_convs(shared)
+        modulation = nn.ModuleList(concat_convs([n.mlp_gamma, n.mlp_beta]) for n in norms)
         self.fused = nn.ModuleDict({"label": label_conv, "modulation": modulation})
         self.hidden = shared[0].out_channels
 
@@ -166,16 +168,6 @@ class SPADEResBlock(nn.Module):
         gamma, beta = mods[1]
         dx = self.conv_1(F.leaky_relu(F.instance_norm(dx, eps=1e-5) * (1 + gamma) + beta, 0.2))
         return shortcut + dx
-
-
-def _concat_convs(convs: list[nn.Conv2d]) -> nn.Conv2d:
-    """One conv computing the given same-input convs side by side (outputs concatenated)."""
-    first = convs[0]
-    fused = nn.Conv2d(first.in_channels, sum(c.out_channels for c in convs), first.kernel_size,
-                      padding=first.padding).to(first.weight.device, first.weight.dtype)
-    fused.weight.copy_(torch.cat([c.weight for c in convs]))
-    fused.bias.copy_(torch.cat([c.bias for c in convs]))
-    return fused
 
 
 class Wav2LipConv(nn.Module):

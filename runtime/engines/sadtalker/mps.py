@@ -1,6 +1,6 @@
 """Fast paths for what Apple's MPS backend lacks, so no op silently crawls on the CPU.
 
-- 3D grid_sample: see `runtime.engines.sampling.grid_sample_3d_via_2d` (chosen by `grid_sample_3d`).
+- 3D grid_sample: see `runtime.engines.motion_field.grid_sample_3d_via_2d` (chosen by `grid_sample_3d`).
 - 3D pooling / nearest upsampling: done through their 2D kernels everywhere (`layers.pool_hw`,
   `layers.upsample_hw`).
 - Conv3d: missing before macOS 13.2 and limited in size after; `Conv3dAs2d` computes it as one

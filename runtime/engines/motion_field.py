@@ -1,5 +1,6 @@
-"""3-D sampling shared by the LivePortrait and SadTalker engines: the identity grid their flows
-start from, and trilinear volume sampling with a fast path for backends that lack 3D grid_sample.
+"""What the LivePortrait and SadTalker dense-motion networks (both first-order-motion style)
+share: the identity grid their flows start from, keypoint heatmaps, the per-keypoint candidate
+motions, and trilinear volume sampling with a fast path for backends that lack 3D grid_sample.
 
 MPS implements `grid_sample` for 4D inputs only. Instead of letting the 5D call fall back to
 the CPU (a per-frame device round trip), `grid_sample_3d_via_2d` lays the depth slices out as
@@ -13,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+KEYPOINT_VARIANCE = 0.01  # width of the gaussian heatmaps, in normalized units squared (both upstreams)
+
 
 def identity_grid_3d(depth: int, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(D, H, W, 3) grid of (x, y, z) in [-1, 1] (linspace per axis, both upstreams'
@@ -22,6 +25,23 @@ def identity_grid_3d(depth: int, height: int, width: int, device=None, dtype=tor
     x = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
     zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
     return torch.stack([xx, yy, zz], dim=-1)
+
+
+def keypoint_heatmaps(keypoints: torch.Tensor, identity_grid: torch.Tensor) -> torch.Tensor:
+    """Gaussian bumps: keypoints (B, K, 3), identity_grid (D, H, W, 3) -> (B, K, D, H, W)."""
+    offset = identity_grid[None, None] - keypoints[:, :, None, None, None, :]
+    return torch.exp(-0.5 * offset.pow(2).sum(-1) / KEYPOINT_VARIANCE)
+
+
+def keypoint_motions(identity_grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """Candidate backward flows (B, 1+K, D, H, W, 3): the identity (background), then for each
+    keypoint k the grid translated by x_s[k] - x_d[k] (where a driving voxel samples the source
+    if only keypoint k moved)."""
+    batch = kp_driving.shape[0]
+    shift = (kp_source - kp_driving)[:, :, None, None, None, :]
+    per_keypoint = identity_grid[None, None] + shift
+    background = identity_grid[None, None].expand(batch, 1, *identity_grid.shape)
+    return torch.cat([background, per_keypoint], dim=1)
 
 
 def grid_sample_3d(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
