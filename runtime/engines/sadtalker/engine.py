@@ -13,7 +13,6 @@ mapping net + keypoints for every frame -> generator in large batches -> paste b
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .alignment import FaceCrop, align_for_recon, face_crop, five_points
+from ...media.audio import frame_count
+from .alignment import align_for_recon, face_crop, five_points
 from .audio_features import AUDIO, speech_frame_windows
 from .checkpoint import CheckpointError
 from .coefficients import MotionRequest, coefficient_windows, motion_coefficients, resample_frames
@@ -47,11 +47,9 @@ class PreparedPortrait:
     """Per-portrait work, cached by the caller (keyed by image hash)."""
 
     size: int
-    crop: FaceCrop
     source_coeffs: np.ndarray  # (73,) exp 64 | angles 3 | trans 3 | crop params 3
     source: PreparedSource
     paste: PastePlan
-    shape: tuple[int, int]  # portrait (H, W)
 
 
 class SadTalkerEngine:
@@ -141,7 +139,7 @@ class SadTalkerEngine:
         window = coefficient_windows(source_coeffs[None], self.coeff_channels)
         source = self.renderers[size].prepare_source(image, torch.from_numpy(window))
         plan = plan_paste(portrait, crop, self.device, self.dtype)
-        return PreparedPortrait(size, crop, source_coeffs, source, plan, portrait.shape[:2])
+        return PreparedPortrait(size, source_coeffs, source, plan)
 
     @torch.inference_mode()
     def source_coefficients(self, size: int, aligned: np.ndarray, crop_params: np.ndarray) -> np.ndarray:
@@ -158,7 +156,7 @@ class SadTalkerEngine:
         """Speech -> the mapping net's input for every output frame, (frame_total, C, 27)."""
         if len(samples_16k) == 0:
             raise ValueError("speech is empty")
-        frames_25 = max(1, math.ceil(round(len(samples_16k) / AUDIO.sample_rate * AUDIO.fps, 6)))
+        frames_25 = frame_count(len(samples_16k) / AUDIO.sample_rate, AUDIO.fps)
         mel_windows = speech_frame_windows(samples_16k, frames_25)
         nets = self.nets[portrait.size]
         # Clip lengths vary per request: no cuDNN autotuning for these small nets.

@@ -29,8 +29,7 @@ class PreparedSource:
 
 class FaceRenderer:
     def __init__(self, nets: SadTalkerNetworks, device: torch.device, dtype: torch.dtype,
-                 channels_last: bool = False, fuse_spade: bool = True,
-                 conv_dtype: torch.dtype | None = None):
+                 channels_last: bool = False, conv_dtype: torch.dtype | None = None):
         """dtype: the generator's precision. conv_dtype: a different precision for its two heavy
         conv stacks alone, the SPADE decoder and the dense-motion hourglass (bf16 on CPUs with
         native bf16 dot products: about 80% of the CPU cost). Keypoints, Gaussians, masks and
@@ -48,7 +47,7 @@ class FaceRenderer:
             self.generator.conv_dtype = self.conv_dtype
             self.generator.dense_motion_network.hourglass.to(dtype=self.conv_dtype)
             self.generator.dense_motion_network.conv_dtype = self.conv_dtype
-        if fuse_spade and self.generator.decoder.up_1.fused is None:
+        if self.generator.decoder.up_1.fused is None:
             self.generator.decoder.fuse()
         if device.type == "mps":
             adapt_for_mps(self.generator)
