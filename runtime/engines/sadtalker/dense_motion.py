@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DenseMotionConfig
-from ..motion_field import grid_sample_3d, identity_grid_3d, keypoint_heatmaps, keypoint_motions
+from ..motion_field import identity_grid_3d, keypoint_heatmaps, keypoint_motions, warp_volume
 from .layers import DownBlock3d, UpBlock3d
 
 MASK_FLOOR = 1e-3  # mask weights below this are zeroed (upstream does the same)
@@ -97,21 +97,3 @@ class DenseMotionNetwork(nn.Module):
 
         occlusion = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
         return deformation, occlusion
-
-
-def warp_volume(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Trilinear-sample `volume` at `grid` (align_corners=False, zero padding).
-
-    volume: (1 or N, C, D, H, W); grid: (N, D', H', W', 3). Returns (N, C, D', H', W').
-    A single shared volume is sampled once over the stacked grids instead of being copied N
-    times, which is what makes large frame batches cheap.
-    """
-    n = grid.shape[0]
-    if volume.shape[0] == n:
-        return grid_sample_3d(volume, grid)
-    if volume.shape[0] != 1:
-        raise ValueError(f"volume batch {volume.shape[0]} does not match grid batch {n}")
-    _, c, _, _, _ = volume.shape
-    _, d, h, w, _ = grid.shape
-    stacked = grid_sample_3d(volume, grid.reshape(1, n * d, h, w, 3))
-    return stacked.view(c, n, d, h, w).transpose(0, 1)

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..motion_field import warp_volume
 from .config import GeneratorConfig
-from .dense_motion import DenseMotionNetwork, warp_volume
+from .dense_motion import DenseMotionNetwork
 from .layers import ConvNormReLU2d, PreActResBlock3d, SPADEResBlock
 
 
