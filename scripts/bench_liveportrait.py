@@ -85,7 +85,8 @@ def _sync(device: torch.device) -> None:
 
 
 OPTION_NAMES = {"align_channels": "aligned", "stacked_mask_conv": "stacked", "spectral_mask_conv": "spectral",
-                "stacked_3d_convs": "stacked3d", "low_res_upsample_convs": "lowres", "occlusion_taps": "taps"}
+                "stacked_3d_convs": "stacked3d", "split_decoder_conv": "split", "low_res_upsample_convs": "lowres",
+                "occlusion_taps": "taps"}
 
 
 def explicit(options: dict) -> dict:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from runtime.engines.liveportrait import checkpoints as ckpt
-from runtime.engines.motion_field import grid_sample_3d_via_2d
+from runtime.engines.motion_field import grid_sample_3d_via_2d, warp_volume
 from runtime.engines.liveportrait.keypoints import transform_keypoints
 
 from .liveportrait_checkpoints import shared_random_models_dir
@@ -104,7 +104,7 @@ def _keypoint_pair(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("variant", ["as-loaded", "batchnorm-folded", "stacked-mask-conv", "every-rewrite",
-                                     "spectral-mask-conv"])
+                                     "spectral-mask-conv", "cuda-defaults"])
 def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
     ours = ckpt.load_base_model(models_dir / "liveportrait", "warping_module")
     motion = ours.dense_motion_network
@@ -116,9 +116,14 @@ def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
         motion.use_occlusion_taps()
     if variant in ("stacked-mask-conv", "every-rewrite"):
         motion.use_stacked_mask_conv()
-    if variant == "spectral-mask-conv":  # the engine's CUDA default, here in fp32
+    if variant == "spectral-mask-conv":
         motion.align_channels()
         motion.use_spectral_mask_conv()
+    if variant == "cuda-defaults":  # the rewrites the engine runs on CUDA, here in fp32
+        motion.align_channels()
+        motion.hourglass.rewrite_3d_convs(depth_slices=False, low_res_upsample=True, split_decoder_conv=True)
+        motion.use_spectral_mask_conv()
+        motion.use_occlusion_taps()
     theirs = _upstream("warping_module", upstream_config, models_dir)
     feature = torch.randn(2, 32, 16, 64, 64, generator=torch.Generator().manual_seed(3))
     kp_source, kp_driving = _keypoint_pair(2, seed=4)
@@ -186,3 +191,28 @@ def test_gather_grid_sample_equals_torch():
     expected = torch.nn.functional.grid_sample(volume, grid, align_corners=False)
     assert _max_diff(grid_sample_3d_via_2d(volume, grid), expected) < 1e-5
 
+
+@pytest.mark.parametrize("volumes", [1, 2, 6])
+def test_warp_volume_equals_one_grid_sample_per_grid(volumes):
+    """Grids stacked on the depth axis of their (shared) volume sample what separate calls would."""
+    generator = torch.Generator().manual_seed(9)
+    volume = torch.randn(volumes, 3, 5, 6, 7, generator=generator)
+    grid = 1.2 * (2 * torch.rand(6, 4, 5, 6, 3, generator=generator) - 1)
+    owner = torch.arange(6) // (6 // volumes)
+    expected = torch.cat([torch.nn.functional.grid_sample(volume[owner[i]][None], grid[i][None], align_corners=False)
+                          for i in range(6)])
+    assert _max_diff(warp_volume(volume, grid), expected) < 1e-6
+    with pytest.raises(ValueError, match="split evenly"):
+        warp_volume(torch.randn(4, 3, 5, 6, 7), grid)
+
+
+def test_warping_module_samples_a_shared_volume_like_a_repeated_one(models_dir):
+    """The engine passes one portrait's volume for a whole batch (batch 1, not expanded)."""
+    ours = ckpt.load_base_model(models_dir / "liveportrait", "warping_module")
+    feature = torch.randn(1, 32, 16, 64, 64, generator=torch.Generator().manual_seed(5))
+    kp_source, kp_driving = _keypoint_pair(3, seed=6)
+    with torch.no_grad():
+        shared = ours(feature, kp_driving, kp_source)
+        repeated = ours(feature.expand(3, -1, -1, -1, -1), kp_driving, kp_source)
+    assert shared.shape == (3, 256, 64, 64)
+    assert _max_diff(shared, repeated) < 1e-5

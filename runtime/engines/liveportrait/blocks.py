@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv_rewrites import RewrittenConv
+from .conv_rewrites import RewrittenConv, SplitOutputsConv
+
+DECODER_SPLIT = 128  # see Hourglass.rewrite_3d_convs(split_decoder_conv=True)
 
 
 def fold_batchnorm_into_conv(conv: nn.Module, norm: nn.Module) -> None:
@@ -138,7 +140,7 @@ class HourglassDecoder(nn.Module):
         self.conv = nn.Conv3d(self.out_filters, self.out_filters, kernel_size=3, padding=1)
         self.norm = nn.BatchNorm3d(self.out_filters, affine=True)
         self.norm_folded = False
-        self.rewritten: RewrittenConv | None = None  # see rewrite_3d_convs()
+        self.rewritten: RewrittenConv | SplitOutputsConv | None = None  # see rewrite_3d_convs()
 
     def fold_norm(self) -> None:
         for block in self.up_blocks:
@@ -172,10 +174,12 @@ class Hourglass(nn.Module):
             block.fold_norm()
         self.decoder.fold_norm()
 
-    def rewrite_3d_convs(self, depth_slices: bool, low_res_upsample: bool) -> None:
+    def rewrite_3d_convs(self, depth_slices: bool, low_res_upsample: bool, split_decoder_conv: bool = False) -> None:
         """Exact speed rewrites of every conv (conv_rewrites), after fold_norm() and any channel
         padding: depth_slices runs each 3-D conv as a 2-D conv over depth slices;
-        low_res_upsample computes each up block's conv of a 2x-upsampled input at low resolution."""
+        low_res_upsample computes each up block's conv of a 2x-upsampled input at low resolution;
+        split_decoder_conv computes the decoder's last conv (144 outputs once aligned) as 128
+        outputs plus a depth-sliced rest (SplitOutputsConv), whatever depth_slices says."""
         blocks = [*self.encoder.down_blocks, *self.decoder.up_blocks, self.decoder]
         if not all(block.norm_folded for block in blocks):
             raise RuntimeError("rewrite_3d_convs() needs fold_norm() first (a rewrite copies the conv's weights)")
@@ -183,6 +187,8 @@ class Hourglass(nn.Module):
             upsample = 2 if low_res_upsample and isinstance(block, UpBlock3d) else 1
             if depth_slices or upsample > 1:
                 block.rewritten = RewrittenConv(block.conv, upsample=upsample, depth_slices=depth_slices)
+        if split_decoder_conv and self.decoder.conv.out_channels > DECODER_SPLIT:
+            self.decoder.rewritten = SplitOutputsConv(self.decoder.conv, DECODER_SPLIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -123,6 +123,16 @@ class RewrittenConv(nn.Module):
             out = self._interleave_phases(out, x.shape[-2], x.shape[-1])
         return out
 
+    def of_flattened_depth(self, volume: torch.Tensor) -> torch.Tensor:
+        """forward(volume.reshape(B, C * D, h, w)) for a (B, C, D, h, w) volume (taps_as_channels),
+        without that reshape: the 1x1 GEMM over the C * D planes is a 3-D conv whose kernel spans
+        the depth. In channels-last-3d memory the reshape is a full copy of the volume."""
+        if not self.taps_as_channels:
+            raise ValueError("of_flattened_depth computes a taps_as_channels conv")
+        batch, channels, depth = volume.shape[:3]
+        weight = self.weight.reshape(self.weight.shape[0], channels, depth, 1, 1)
+        return self._sum_of_taps(F.conv3d(volume, weight).squeeze(2)[:, :self.gemm_outputs])
+
     def _depth_sliced(self, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
         batch, channels, depth, height, width = x.shape
         kd, pd = self.kernel_size[0], self.padding[0]
@@ -170,3 +180,29 @@ class RewrittenConv(nn.Module):
         low = torch.arange(size, device=kernel.device)
         index = kernel[None, :] * (size + 1) + low[:, None] + offset[None, :]  # (size, s): row s*i + a
         return index.reshape(-1)
+
+
+def _output_slice(conv: nn.Conv3d, start: int, stop: int) -> nn.Conv3d:
+    """A conv computing outputs [start, stop) of `conv`."""
+    part = nn.Conv3d(conv.in_channels, stop - start, kernel_size=conv.kernel_size, padding=conv.padding,
+                     bias=conv.bias is not None).to(conv.weight.device, conv.weight.dtype)
+    with torch.no_grad():
+        part.weight.copy_(conv.weight[start:stop])
+        if conv.bias is not None:
+            part.bias.copy_(conv.bias[start:stop])
+    return part
+
+
+class SplitOutputsConv(nn.Module):
+    """conv(x) for a 3-D conv as two convs of the same input, outputs [0, head) as a plain conv and
+    the rest depth-sliced (a 2-D conv kd times wider), concatenated. For output counts that fit
+    cuDNN's tiles badly: W's decoder conv, 144 outputs, runs in 128-wide tiles plus a mostly
+    empty one."""
+
+    def __init__(self, conv: nn.Conv3d, head: int):
+        super().__init__()
+        self.head = RewrittenConv(_output_slice(conv, 0, head))
+        self.tail = RewrittenConv(_output_slice(conv, head, conv.out_channels), depth_slices=True, align_outputs=16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.head(x), self.tail(x)], dim=1)

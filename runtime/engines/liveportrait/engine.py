@@ -14,9 +14,10 @@ renders batch i+1. F, M and the MLPs run once per portrait or once per clip, in 
 On CUDA by default (CUDA_DEFAULTS):
 - W's 7x7x7 mask conv in the frequency domain (spectral_conv.py), DFTs as fp16 GEMMs;
 - exact rewrites of the convs (conv_rewrites.py): W's 110/142-channel tensors zero-padded to
-  112/144; convs of nearest-upsampled
-  inputs (W's up blocks, G's up-block SPADE hidden layers) computed at the low resolution; W's
-  one-output occlusion conv as 49 taps; odd GEMM widths zero-padded (154, 49, 12 outputs);
+  112/144; convs of nearest-upsampled inputs (W's up blocks, G's up-block SPADE hidden layers)
+  computed at the low resolution; W's one-output occlusion conv as 49 taps, read straight from
+  the 3-D volume; W's 144-output decoder conv split 128 + 16; odd GEMM widths zero-padded
+  (154, 49, 12 outputs);
 - torch.compile of W + G for one fixed-shape batch (inductor, static shapes), which fuses the
   elementwise work between the convs; it compiles in `warm_up` (start-up), never in a request, and
   keeps its caches in `compile_cache_dir` (e.g. MODELS_DIR/.cache/inductor) for restarts;
@@ -59,6 +60,8 @@ SPEED_OPTIONS = {
     "align_channels": "W's 110 / 142-channel hourglass tensors zero-padded to 112 / 144 (bit-exact), channel "
                       "counts cuDNN's tensor-core kernels prefer.",
     "stacked_3d_convs": "the rest of W's 3-D convs as 2-D convs over depth slices, like the mask conv.",
+    "split_decoder_conv": "W's hourglass's last conv (144 outputs, which fill cuDNN's tiles badly) as a 128-output "
+                          "conv plus a depth-sliced 16-output one.",
     "low_res_upsample_convs": "convs of nearest-upsampled inputs (W's up blocks, G's up-block SPADE hidden layers) "
                               "computed at the input's resolution, with fewer FLOPs.",
     "occlusion_taps": "W's single-output 7x7 occlusion conv as a 1x1 conv to its 49 taps + a shifted sum.",
@@ -74,12 +77,17 @@ SPEED_OPTIONS = {
 # + low-res upsample convs and taps 390; + aligned GEMM widths 401; with the CUDA graph 397 (same
 # render; the graph matters in the service, where an encoder thread competes for the GIL);
 # spectral instead of stacked mask conv 467-475 (mask conv 14.8 -> ~4 ms a batch of 32).
+# Later the same day (old and new code timed in one GPU session; the old defaults ran 480-487):
+# the portrait's volume sampled in place for the whole batch (warp_volume) and G's up blocks
+# normalized before upsampling, +4%; the split decoder conv, the occlusion conv read from the
+# volume and one GEMM for up_1's narrow SPADE, 499-504 in the benchmark (render alone 516).
+# inductor's coordinate-descent tuning renders no faster (505.0 vs 504.3) and compiles 4x longer.
 # stacked_3d_convs stays off: cuDNN's 3-D kernels beat the sliced form on the 3x3x3 convs
 # (decoder conv 0.18 vs 0.40 ms/frame); only the 7x7x7 mask conv gained (1.11 -> 0.56).
 # Batch 64 renders no faster (476.5 vs 475.1 frames/s) and needs twice the memory (41 GiB).
 CUDA_DEFAULTS = {"stacked_mask_conv": False, "spectral_mask_conv": True, "align_channels": True,
-                 "stacked_3d_convs": False, "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True,
-                 "cuda_graph": True}
+                 "stacked_3d_convs": False, "split_decoder_conv": True, "low_res_upsample_convs": True,
+                 "occlusion_taps": True, "compile": True, "cuda_graph": True}
 assert CUDA_DEFAULTS.keys() == SPEED_OPTIONS.keys()
 
 @dataclass
@@ -135,7 +143,8 @@ def _rewrite_for_inference(networks: LivePortraitNetworks, options: dict[str, bo
     if options["align_channels"]:
         motion.align_channels()
     motion.hourglass.rewrite_3d_convs(depth_slices=options["stacked_3d_convs"],
-                                      low_res_upsample=options["low_res_upsample_convs"])
+                                      low_res_upsample=options["low_res_upsample_convs"],
+                                      split_decoder_conv=options["split_decoder_conv"])
     if options["spectral_mask_conv"]:
         motion.use_spectral_mask_conv(spectral_dtype)
     elif options["stacked_mask_conv"]:
@@ -249,8 +258,8 @@ class LivePortraitEngine:
     def _warp_decode(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
         """feature_3d (1, 32, 16, 64, 64), kp_driving (B, 21, 3), kp_source (1, 21, 3) -> (B, 3, 512, 512)."""
         batch = kp_driving.shape[0]
-        warped = self.networks.warping(feature_3d.expand(batch, -1, -1, -1, -1), kp_driving,
-                                       kp_source.expand(batch, -1, -1))
+        # One volume for the whole batch: W samples it in place (motion_field.warp_volume).
+        warped = self.networks.warping(feature_3d, kp_driving, kp_source.expand(batch, -1, -1))
         return self.networks.generator(warped)
 
     @torch.no_grad()

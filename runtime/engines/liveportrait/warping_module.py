@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..motion_field import grid_sample_3d, identity_grid_3d, keypoint_heatmaps, keypoint_motions
+from ..motion_field import identity_grid_3d, keypoint_heatmaps, keypoint_motions, warp_volume
 from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv
 from .config import FEATURE_VOLUME, DenseMotionConfig, WarpingConfig
 from .conv_rewrites import RewrittenConv
 from .spectral_conv import SpectralConv3d
 
 class DenseMotionNetwork(nn.Module):
-    """(f_s (B, 32, D, H, W), x_d (B, K, 3), x_s (B, K, 3)) -> flow (B, D, H, W, 3), occlusion (B, 1, H, W)."""
+    """(f_s (B or 1, 32, D, H, W), x_d (B, K, 3), x_s (B, K, 3)) -> flow (B, D, H, W, 3), occlusion (B, 1, H, W).
+
+    A batch of frames of one portrait passes f_s once (batch 1): it is compressed and sampled once."""
 
     def __init__(self, config: DenseMotionConfig, num_kp: int, feature_channel: int):
         super().__init__()
@@ -93,11 +95,12 @@ class DenseMotionNetwork(nn.Module):
         """Convs run in the weights' dtype; coordinates, sampling and the softmax stay fp32
         (a half-precision flow would move features by a quarter voxel)."""
         compute_dtype = self.compress.weight.dtype
-        batch, _, depth, height, width = feature.shape
+        batch = kp_driving.shape[0]
+        depth, height, width = feature.shape[2:]
         compressed = self.compress(feature.to(compute_dtype))
         if not self.norm_folded:
             compressed = self.norm(compressed)
-        compressed = F.relu(compressed).float()  # (B, 4, D, H, W)
+        compressed = F.relu(compressed).float()  # (B or 1, 4, D, H, W)
         channels = compressed.shape[1]
         kp_driving, kp_source = kp_driving.float(), kp_source.float()
         identity = identity_grid_3d(depth, height, width, device=feature.device, dtype=torch.float32)
@@ -105,9 +108,7 @@ class DenseMotionNetwork(nn.Module):
         # 1. Warp the compressed volume by each candidate motion.
         motions = keypoint_motions(identity, kp_driving, kp_source)  # (B, 1+K, D, H, W, 3)
         n_motions = motions.shape[1]
-        repeated = compressed.unsqueeze(1).expand(batch, n_motions, channels, depth, height, width)
-        deformed = grid_sample_3d(repeated.reshape(batch * n_motions, channels, depth, height, width),
-                                  motions.reshape(batch * n_motions, depth, height, width, 3))
+        deformed = warp_volume(compressed, motions.reshape(batch * n_motions, depth, height, width, 3))
         deformed = deformed.view(batch, n_motions, channels, depth, height, width)
 
         # 2. Where each keypoint moved to and from: difference of gaussians, zero for the background.
@@ -119,14 +120,19 @@ class DenseMotionNetwork(nn.Module):
         if self.input_padding:  # zero channels after the real ones, see align_channels()
             hourglass_in = F.pad(hourglass_in, (0, 0, 0, 0, 0, 0, 0, self.input_padding))
         hourglass_in = hourglass_in.to(compute_dtype, memory_format=_memory_format_of(self.mask.weight))
-        prediction = self.hourglass(hourglass_in)
+        # The mask and occlusion convs read it channels-last; a split decoder conv's concatenation
+        # would otherwise come back in the default layout and cost cuDNN a conversion.
+        prediction = self.hourglass(hourglass_in).contiguous(memory_format=_memory_format_of(self.mask.weight))
         assignment = F.softmax((self.rewritten_mask or self.mask)(prediction).float(), dim=1)  # (B, 1+K, D, H, W)
         # sum_k a_k (grid + shift_k) = grid + sum_k a_k shift_k: the assignment sums to 1 and the
         # background's shift is 0, so the blend is a (1+K) x 3 product per voxel, not a 6-D sum.
         shifts = torch.cat([kp_source.new_zeros(batch, 1, 3), kp_source - kp_driving], dim=1)  # (B, 1+K, 3)
         flow = identity + torch.einsum("bkdhw,bkc->bdhwc", assignment, shifts)
-        occlusion_conv = self.rewritten_occlusion or self.occlusion
-        occlusion = torch.sigmoid(occlusion_conv(prediction.reshape(batch, -1, height, width)).float())
+        if self.rewritten_occlusion is not None:
+            occlusion = self.rewritten_occlusion.of_flattened_depth(prediction)  # no (C * D)-plane copy
+        else:
+            occlusion = self.occlusion(prediction.reshape(batch, -1, height, width))
+        occlusion = torch.sigmoid(occlusion.float())
         return flow, occlusion
 
 
@@ -152,7 +158,7 @@ def _memory_format_of(weight: torch.Tensor) -> torch.memory_format:
 
 
 class WarpingNetwork(nn.Module):
-    """(f_s (B, 32, 16, 64, 64), x_d (B, 21, 3), x_s (B, 21, 3)) -> warped features (B, 256, 64, 64).
+    """(f_s (B or 1, 32, 16, 64, 64), x_d (B, 21, 3), x_s (B, 21, 3)) -> warped features (B, 256, 64, 64).
 
     Output dtype is the weights' dtype (fp32 as loaded; half after `.to(torch.float16)`)."""
 
@@ -172,7 +178,7 @@ class WarpingNetwork(nn.Module):
 
     def forward(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
         flow, occlusion = self.dense_motion_network(feature_3d, kp_driving, kp_source)
-        warped = grid_sample_3d(feature_3d.float(), flow)  # (B, 32, 16, 64, 64)
+        warped = warp_volume(feature_3d.float(), flow)  # (B, 32, 16, 64, 64)
         batch, channels, depth, height, width = warped.shape
         compute_dtype = self.fourth.weight.dtype
         warped = warped.reshape(batch, channels * depth, height, width).to(compute_dtype)
