@@ -195,7 +195,7 @@ def _render_ms(engine: LivePortraitEngine, source: PreparedSource, batch_size: i
 def _split_seconds(engine: LivePortraitEngine, source: PreparedSource, batch_size: int, repeats: int = 10) -> dict:
     """Milliseconds per frame spent in W and in G alone, eager (CUDA events over `repeats` batches)."""
     kp = source.kp_source.expand(batch_size, -1, -1) + 0.01
-    feature = source.feature_3d.expand(batch_size, -1, -1, -1, -1)
+    feature = source.feature_3d  # batch 1, shared by the batch, as the engine passes it
     kp_source = source.kp_source.expand(batch_size, -1, -1)
     timings = {}
     with torch.no_grad():

@@ -183,12 +183,13 @@ class Hourglass(nn.Module):
         blocks = [*self.encoder.down_blocks, *self.decoder.up_blocks, self.decoder]
         if not all(block.norm_folded for block in blocks):
             raise RuntimeError("rewrite_3d_convs() needs fold_norm() first (a rewrite copies the conv's weights)")
+        split = split_decoder_conv and self.decoder.conv.out_channels > DECODER_SPLIT
         for block in blocks:
             upsample = 2 if low_res_upsample and isinstance(block, UpBlock3d) else 1
-            if depth_slices or upsample > 1:
+            if block is self.decoder and split:
+                block.rewritten = SplitOutputsConv(block.conv, DECODER_SPLIT)
+            elif depth_slices or upsample > 1:
                 block.rewritten = RewrittenConv(block.conv, upsample=upsample, depth_slices=depth_slices)
-        if split_decoder_conv and self.decoder.conv.out_channels > DECODER_SPLIT:
-            self.decoder.rewritten = SplitOutputsConv(self.decoder.conv, DECODER_SPLIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

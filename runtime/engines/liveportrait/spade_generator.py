@@ -173,14 +173,13 @@ class SPADEDecoder(nn.Module):
         normalized = instance_normalize(x)
         if upsample > 1:
             normalized = F.interpolate(normalized, scale_factor=upsample, mode="nearest")
-            x = F.interpolate(x, scale_factor=upsample, mode="nearest")  # read only by a plain shortcut
         if block.learned_shortcut:
             # conv_s(n * (1 + gamma) + beta) = conv_s(n * (1 + gamma)) + (conv_s o mlp_beta)(hidden):
             # conv_s is 1x1 and linear, so its product with mlp_beta is one conv with fewer outputs.
             gamma = self._fused_spades[first_index + 2].mlp_gamma(hidden[2])
             shortcut = block.conv_s(torch.addcmul(normalized, normalized, gamma)) + shortcut_beta(hidden[2])
         else:
-            shortcut = x
+            shortcut = x if upsample == 1 else F.interpolate(x, scale_factor=upsample, mode="nearest")
         dx = block.conv_0(F.leaky_relu(self._fused_modulate(first_index, normalized, hidden[0]), LEAKY_SLOPE))
         dx = block.conv_1(F.leaky_relu(self._fused_modulate(first_index + 1, instance_normalize(dx), hidden[1]),
                                        LEAKY_SLOPE))
