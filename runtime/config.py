@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # TTS voices
     piper_voice: str = "en_US-joe-medium"
     piper_voices_dir: Optional[Path] = None  # extra Piper voices: <name>.onnx + <name>.onnx.json
+    # A text in a language no installed voice speaks is a 422 unless this is true (then the
+    # default voice reads it, with its own language's sounds).
+    speak_unsupported_languages: bool = False
     coqui_model: Optional[str] = None
     coqui_model_path: Optional[Path] = None
     coqui_config_path: Optional[Path] = None

@@ -47,6 +47,12 @@ class UnknownVoiceError(UserInputError):
     error = "unknown_voice"
 
 
+class UnsupportedLanguageError(UserInputError):
+    """The text is in a language no installed voice speaks."""
+
+    error = "unsupported_language"
+
+
 class ServiceBusyError(Exception):
     """Too many requests are already waiting for the device."""
 

