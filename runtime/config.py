@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)  # checked from the header, before decoding
     max_output_side: int = Field(1024, ge=64)  # larger portraits are scaled down to this
-    min_face_side: int = Field(48, ge=16)  # smaller faces cannot be animated
+    min_face_side: int = Field(48, ge=16)  # smaller faces are enlarged to this (meshwarp) or refused
+    smallest_face_side: int = Field(24, ge=8)  # meshwarp refuses faces smaller than this, enlarges the rest
     max_audio_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_audio_seconds: float = Field(120.0, gt=0)
     default_fps: int = Field(25, ge=1, le=60)

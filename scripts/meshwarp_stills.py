@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 from runtime.config import Settings  # noqa: E402
 from runtime.engines.meshwarp import MeshWarpAnimator  # noqa: E402
 from runtime.engines.meshwarp.animator import MAX_LIP_GAP, MAX_LIP_ROUND  # noqa: E402
-from runtime.engines.meshwarp.motion_basis import BASES, _UPPER_LIP_LIFT  # noqa: E402
+from runtime.engines.meshwarp.motion_basis import BASES  # noqa: E402
 from runtime.media.landmarks import FaceLocator  # noqa: E402
 from runtime.media.portrait import load_portrait_file  # noqa: E402
 
@@ -36,7 +36,7 @@ def main() -> None:
 
     def pose(lip_gap: float, **others: float) -> np.ndarray:
         weights = np.zeros(len(BASES), np.float32)
-        weights[BASES.index("jaw")] = (lip_gap - prepared.source_lip_gap) / (1 + _UPPER_LIP_LIFT)
+        weights[BASES.index("jaw")] = animator.jaw_weight(prepared, lip_gap)
         for name, value in others.items():
             weights[BASES.index(name)] = value
         return weights

@@ -44,7 +44,10 @@ def test_custom_portrait_is_animated_whole(default_server, astronaut, tmp_path, 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         height, width = portrait.shape[:2]
-        if max(height, width) <= 1024:  # larger portraits are scaled down to MAX_OUTPUT_SIDE (1024)
+        if (stream.width, stream.height) != (width, height) and max(height, width) <= 1024:
+            # A face under min_face_side is enlarged: the video is larger than the photo, same shape.
+            assert min(stream.width, stream.height) >= 256 and abs(stream.width / stream.height - width / height) < 0.01
+        elif max(height, width) <= 1024:  # larger portraits are scaled down to MAX_OUTPUT_SIDE (1024)
             assert (stream.width, stream.height) == (width - width % 2, height - height % 2)
         else:
             assert max(stream.width, stream.height) in (1023, 1024)
@@ -59,3 +62,21 @@ def test_photo_without_a_human_face_is_refused(default_server):
     assert response.status_code == 422
     assert response.json()["error"] == "no_face"
     assert "face" in response.json()["detail"]
+
+
+def test_small_face_is_enlarged_and_lip_synced(default_server, astronaut, tmp_path):
+    with default_server.client() as client:
+        response = client.post("/generate", json={"text": "Look, this is my own photo, small as it is.",
+                                                   "image": png_base64(_small(astronaut))})
+    report = measure_lip_sync(save_mp4(response, tmp_path))
+    assert report.face_frames == report.frames
+    assert max(report.correlations[lag] for lag in (-1, 0, 1)) >= 0.3
+
+
+def test_face_too_small_to_animate_is_refused(default_server, astronaut):
+    tiny = np.full((256, 256, 3), 200, np.uint8)
+    tiny[80:176, 80:176] = np.asarray(Image.fromarray(astronaut).resize((96, 96), Image.LANCZOS))  # a 20 px face
+    with default_server.client() as client:
+        response = client.post("/generate", json={"text": "Hello.", "image": png_base64(tiny)})
+    assert response.status_code == 422
+    assert response.json()["error"] == "no_face" and response.json()["request_id"]

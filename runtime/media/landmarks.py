@@ -6,8 +6,10 @@ around it. Points come back in pixel coordinates of the full image.
 """
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -53,6 +55,62 @@ class FaceLandmarks:
         return float(np.linalg.norm(self.points[UPPER_LIP_MID] - self.points[LOWER_LIP_MID])) / self.face_height
 
 
+@dataclass(frozen=True)
+class FaceSelector:
+    """Which face of a group photo talks: the `index`-th largest (0 = the largest), or the one at
+    `point` (x, y pixels of the portrait as sent)."""
+
+    index: int = 0
+    point: Optional[tuple[float, float]] = None
+
+    @classmethod
+    def parse(cls, value: "str | int | None") -> "FaceSelector":
+        """"2" -> the third largest face; "120,80" -> the face at x=120, y=80. ValueError otherwise."""
+        if value is None or value == "":
+            return cls()
+        text = str(value).strip()
+        if re.fullmatch(r"\d+", text):
+            return cls(index=int(text))
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)", text)
+        if match:
+            return cls(point=(float(match.group(1)), float(match.group(2))))
+        raise ValueError(f"face must be an index (0 = the largest face) or a point 'x,y' in pixels, not {text!r}")
+
+    def scaled(self, factor: float) -> "FaceSelector":
+        """The same choice in an image resized by `factor`."""
+        return self if self.point is None else FaceSelector(point=(self.point[0] * factor, self.point[1] * factor))
+
+    def pick(self, boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+        """One of `boxes` (largest first); NoFaceError naming what was found when none matches."""
+        if self.point is None:
+            if self.index >= len(boxes):
+                raise NoFaceError(f"face {self.index} was asked for, but the portrait has {len(boxes)} face(s) (0 = the largest)")
+            return boxes[self.index]
+        x, y = self.point
+        holding = [b for b in boxes if b[0] <= x <= b[2] and b[1] <= y <= b[3]]
+        if not holding:
+            found = "; ".join(f"{b[0]},{b[1]}-{b[2]},{b[3]}" for b in boxes)
+            raise NoFaceError(f"no face at the point {x:g},{y:g}; faces were found in the boxes {found}")
+        return min(holding, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))  # the innermost of nested boxes
+
+
+def _without_duplicates(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Boxes found twice by overlapping tiles, kept once (intersection over union > 0.5)."""
+    kept: list[tuple[int, int, int, int]] = []
+    for box in sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True):
+        if all(_overlap(box, other) <= 0.5 for other in kept):
+            kept.append(box)
+    return kept
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
 def _solutions():
     import mediapipe as mp
 
@@ -60,32 +118,49 @@ def _solutions():
 
 
 class FaceLocator:
-    """Finds the most prominent face and its 478 mesh points; safe to share between threads."""
+    """Finds faces and the 478 mesh points of one; safe to share between threads."""
 
     def __init__(self, min_face_side: int = 48, min_confidence: float = 0.5):
         solutions = _solutions()
         self._lock = threading.Lock()  # MediaPipe graphs are not re-entrant
         self._detector = solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
         self._mesh = solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=min_confidence
+            static_image_mode=True, max_num_faces=3, refine_landmarks=True, min_detection_confidence=min_confidence
         )
+        self._segmenter = None  # built on first use: only meshwarp needs it
         self.min_face_side = min_face_side
 
     def close(self) -> None:
         self._detector.close()
         self._mesh.close()
+        if self._segmenter is not None:
+            self._segmenter.close()
 
-    def detect_box(self, image: np.ndarray) -> tuple[int, int, int, int]:
-        """Box (x0, y0, x1, y1) of the largest face in an RGB uint8 image; NoFaceError if none."""
+    def person_matte(self, image: np.ndarray) -> np.ndarray:
+        """(H, W) float32 in [0, 1]: how surely each pixel of an RGB uint8 image belongs to a person
+        (MediaPipe selfie segmentation, model shipped in the wheel)."""
+        with self._lock:
+            if self._segmenter is None:
+                self._segmenter = _solutions().selfie_segmentation.SelfieSegmentation(model_selection=0)
+            result = self._segmenter.process(np.ascontiguousarray(image))
+        return np.clip(result.segmentation_mask, 0.0, 1.0).astype(np.float32)
+
+    def detect_boxes(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Boxes (x0, y0, x1, y1) of every face in an RGB uint8 image, largest first; NoFaceError if none."""
         boxes = self._detect_boxes(image, 0, 0)
-        if not boxes:
-            # The detector sees a 192 px thumbnail of the whole image: in a long image a face may shrink
-            # below what it finds, so look again in overlapping square tiles along the long side.
-            for x0, y0, tile in _square_tiles(image):
-                boxes += self._detect_boxes(tile, x0, y0)
+        # The detector sees a 192 px thumbnail of the whole image: in a long image (a group photo) a
+        # face may shrink below what it finds, so look again in overlapping square tiles along the long side.
+        for x0, y0, tile in _square_tiles(image):
+            boxes += self._detect_boxes(tile, x0, y0)
+        boxes = _without_duplicates(boxes)
         if not boxes:
             raise NoFaceError("no human face was found in the portrait")
-        box = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+        return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+
+    def detect_box(self, image: np.ndarray, face: Optional["FaceSelector"] = None) -> tuple[int, int, int, int]:
+        """Box of the face `face` picks (default: the largest); NoFaceError if there is none, or if it
+        is smaller than min_face_side."""
+        box = (face or FaceSelector()).pick(self.detect_boxes(image))
         if min(box[2] - box[0], box[3] - box[1]) < self.min_face_side:
             raise NoFaceError(
                 f"the face is too small to animate ({box[2] - box[0]}x{box[3] - box[1]} px; "
@@ -106,9 +181,13 @@ class FaceLocator:
                 boxes.append((x0 + offset_x, y0 + offset_y, x1 + offset_x, y1 + offset_y))
         return boxes
 
-    def locate(self, image: np.ndarray) -> FaceLandmarks:
-        """478 landmarks of the largest face in an RGB uint8 image; NoFaceError if there is none."""
-        box = self.detect_box(image)
+    def locate(self, image: np.ndarray, face: Optional["FaceSelector"] = None) -> FaceLandmarks:
+        """478 landmarks of the face `face` picks (default: the largest) in an RGB uint8 image;
+        NoFaceError if there is none."""
+        return self.landmarks_in_box(image, self.detect_box(image, face))
+
+    def landmarks_in_box(self, image: np.ndarray, box: tuple[int, int, int, int]) -> FaceLandmarks:
+        """478 landmarks of the face in a detected box (x0, y0, x1, y1) of an RGB uint8 image."""
         crop_box = square_around(box, image.shape, scale=2.0)
         x0, y0, x1, y1 = crop_box
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
@@ -116,8 +195,10 @@ class FaceLocator:
             result = self._mesh.process(crop)
         if not result.multi_face_landmarks:
             raise NoFaceError("a face-like region was found but no face mesh fits it")
-        mesh = result.multi_face_landmarks[0].landmark
-        normalized = np.array([(p.x, p.y, p.z) for p in mesh], dtype=np.float32)
+        # In a group photo the crop may hold a neighbour's face too: keep the mesh centred on the box.
+        meshes = [np.array([(p.x, p.y, p.z) for p in found.landmark], dtype=np.float32) for found in result.multi_face_landmarks]
+        centre = np.array([(box[0] + box[2]) / 2 - x0, (box[1] + box[3]) / 2 - y0]) / np.array([x1 - x0, y1 - y0])
+        normalized = min(meshes, key=lambda mesh: float(np.linalg.norm(mesh[:, :2].mean(axis=0) - centre)))
         points = normalized[:, :2] * np.array([x1 - x0, y1 - y0], dtype=np.float32) + np.array([x0, y0], dtype=np.float32)
         depth = normalized[:, 2] * (x1 - x0)  # MediaPipe scales z like x
         return FaceLandmarks(points=points, depth=depth, box=box)

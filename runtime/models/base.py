@@ -26,12 +26,15 @@ class AnimationOptions:
     expression_scale: multiplies the speech-driven expression (1.0 = as predicted).
     pose_style: SadTalker's pose style index (0-45).
     size: SadTalker's render size, 256 or 512 (None = the backend's default).
+    face: which face of a group photo talks: an index by size ("0" = the largest, the default) or a
+        point "x,y" in the portrait's pixels (meshwarp).
     """
 
     still: bool = False
     expression_scale: float = 1.0
     pose_style: int = 0
     size: Optional[int] = None
+    face: Optional[str] = None
 
 
 class AvatarBackend(ABC):
@@ -80,8 +83,9 @@ class PortraitCache(Generic[T]):
         self._items: OrderedDict[str, T] = OrderedDict()
         self._lock = Lock()
 
-    def get_or_compute(self, image: np.ndarray, compute: Callable[[np.ndarray], T]) -> T:
-        key = image_key(image)
+    def get_or_compute(self, image: np.ndarray, compute: Callable[[np.ndarray], T], key_suffix: str = "") -> T:
+        """compute(image), cached by the image's hash plus key_suffix (what else the work depends on)."""
+        key = image_key(image) + key_suffix
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

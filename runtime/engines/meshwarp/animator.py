@@ -1,22 +1,27 @@
 """Audio-driven dense warp of a portrait around its MediaPipe face mesh.
 
-Once per portrait: landmarks, a region of interest around the face, and for each elementary motion
-(motion_basis.BASES) a smooth backward displacement field, interpolated from the landmark
-displacements with a thin-plate spline. Per frame: the field is the coefficient-weighted sum of
-those fields (a few thousand multiply-adds on a coarse grid), upsampled and applied with cv2.remap;
-where the lips part, a mouth interior (dark cavity, a hint of teeth) is painted in.
+Once per portrait: landmarks (the portrait enlarged first when its face is small), a region of
+interest around the face, a soft matte of the head and neck, and for each elementary motion
+(motion_basis.BASES) a smooth forward displacement field on a coarse grid, interpolated from the
+landmark displacements with a thin-plate spline and multiplied by the matte (the background never
+moves). Per frame: the coefficient-weighted sum of those fields, inverted on the coarse grid (so
+large motions such as closing an open mouth land where the landmarks say), upsampled and applied
+with cv2.remap. Blinks are a local warp of the lid skin alone, in the portrait's own coordinates.
+The mouth's inside is the portrait's own (its upper teeth move with the upper lip, the lower with
+the lower lip); only what the portrait never showed is painted: a shaded cavity, a tongue, and
+teeth for a portrait whose lips were closed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
 from ...media import landmarks as lm
-from ...media.landmarks import FaceLandmarks, FaceLocator, square_around
+from ...media.landmarks import FaceLandmarks, FaceLocator, FaceSelector, square_around
 from ...media.speech_motion import FaceMotion
 from . import motion_basis
 
@@ -24,31 +29,52 @@ MAX_LIP_GAP = 0.085  # inner-lip opening of a wide-open mouth, in face heights
 MAX_LIP_ROUND = 0.22  # share of the mouth's width lost to full rounding
 ROI_SCALE = 1.9  # warped region: this times the face's landmark extent
 GRID_CELLS = 96  # the fields are interpolated on this many cells across the region, then upsampled
+MIN_OUTPUT_SIDE = 256  # an enlarged portrait is at least this many pixels a side
 _BORDER_ANCHORS = 24  # zero-motion anchors on each side of the region keep its edge seamless
-# Upper and lower inner-lip points sit on top of each other in a closed mouth yet move apart: both
-# would fold the field, so the warp follows the lower ones only (the painted mouth interior covers
-# the gap). Iris points duplicate the eye's.
-_WARP_EXCLUDED = sorted(set(lm.INNER_LIP_UPPER[1:-1]) | set(range(468, 478)))
+_INVERSION_STEPS = 6  # fixed-point steps that turn the forward field into the backward one
+_OPEN_INTERIOR = 0.012  # a lip gap above this (face heights) shows an inside worth keeping
+_CAVITY_MEETS = 0.015  # a dark band taller than this between the teeth means the jaw is open
 _INNER_LIP_POLYGON = lm.INNER_LIP_UPPER + lm.INNER_LIP_LOWER[-2:0:-1]
 _TEETH_COLOR = np.array([238, 228, 210], np.float32)
 _CAVITY_TINT = np.array([1.0, 0.6, 0.6], np.float32)  # a mouth's inside is redder than its lips
+_TONGUE_TINT = np.array([0.95, 0.55, 0.55], np.float32)
 _BLINK = motion_basis.BASES.index("blink")
 _LASH_COLOR = np.array([45, 32, 30], np.float32)
+_IRIS = set(range(468, 478))  # iris points duplicate the eye's
+
+
+@dataclass(frozen=True)
+class MouthInterior:
+    """What the portrait shows between its lips. Curves are (11, 2) region pixels, corner to corner."""
+
+    upper: np.ndarray  # inner edge of the upper lip
+    lower: np.ndarray  # inner edge of the lower lip
+    shows_inside: bool  # lips apart far enough to keep what is between them
+    split: float  # 0..1 down the opening: above hangs from the upper lip, below rides on the lower
+    jaw_open: bool  # a dark cavity between the teeth: the mouth is open, not a smile with teeth together
+    lip_color: np.ndarray  # (3,) float32, median colour of the lips
 
 
 @dataclass(frozen=True)
 class PreparedPortrait:
     """Everything that depends only on the portrait. Arrays in the region's pixel coordinates."""
 
-    image: np.ndarray  # (H, W, 3) RGB uint8, the full portrait
+    image: np.ndarray  # (H, W, 3) RGB uint8, the full portrait (enlarged when its face was small)
+    scale: float  # image size over the portrait's as sent (1.0 unless enlarged)
     face: FaceLandmarks
     roi: tuple[int, int, int, int]  # x0, y0, x1, y1 in the full image
     landmark_basis: np.ndarray  # (K, 478, 2) float32, forward displacement per unit of each basis
-    field_basis: np.ndarray  # (K, gh, gw, 2) float32, backward displacement per unit, pixels
+    field_basis: np.ndarray  # (K, gh, gw, 2) float32, forward displacement per unit on the grid, pixels
+    grid_nodes: np.ndarray  # (gh, gw, 2) float32, each node's own grid coordinates (x, y)
+    cell: float  # grid spacing, pixels
     base_map: np.ndarray  # (h, w, 2) float32, identity sampling coordinates of the region
+    motion_matte: np.ndarray  # (h, w) float32: where pixels may move (0 outside head and neck)
     source_lip_gap: float  # inner-lip opening of the portrait, face heights
-    lip_color: np.ndarray  # (3,) float32, median colour of the lips
-    eyelid_colors: tuple[np.ndarray, ...]  # (3,) float32 per eye, median colour of the skin above the lid
+    rest_lip_gap: float  # opening in a pause: the portrait's own unless its jaw is open
+    mouth: MouthInterior
+    lid_band_tops: tuple[np.ndarray, ...]  # (7,) per eye: top of the skin a blink may move (crease or below a rim)
+    lid_colors: tuple[np.ndarray, ...]  # (3,) float32 per eye: the lid's skin colour
+    glasses: bool  # rims found around both eyes
 
 
 def _region_of_interest(face: FaceLandmarks, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -68,10 +94,10 @@ def _border_anchors(width: int, height: int) -> np.ndarray:
     return np.concatenate(sides).astype(np.float32)
 
 
-def _backward_fields(points: np.ndarray, displacements: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Thin-plate-spline fields on a coarse grid: (K, gh, gw, 2), minus the forward displacement
-    (for small motions, sampling at p - d(p) moves the content at p by d)."""
-    keep = np.setdiff1d(np.arange(len(points)), _WARP_EXCLUDED)
+def _forward_fields(points: np.ndarray, displacements: np.ndarray, excluded: list[int], width: int, height: int,
+                    cell: float) -> np.ndarray:
+    """Thin-plate-spline interpolation of landmark displacements on a coarse grid: (K, gh, gw, 2)."""
+    keep = np.setdiff1d(np.arange(len(points)), excluded)
     anchors = _border_anchors(width, height)
     scale = float(max(width, height))
     controls = np.concatenate([points[keep], anchors]) / scale
@@ -80,12 +106,27 @@ def _backward_fields(points: np.ndarray, displacements: np.ndarray, width: int, 
         [displacements[:, keep].transpose(1, 0, 2).reshape(len(keep), -1), np.zeros((len(anchors), n_bases * 2))]
     )
     spline = RBFInterpolator(controls, values, kernel="thin_plate_spline", smoothing=1e-6)
-    cell = scale / GRID_CELLS
     grid_w, grid_h = int(np.ceil(width / cell)) + 1, int(np.ceil(height / cell)) + 1
     gy, gx = np.mgrid[0:grid_h, 0:grid_w].astype(np.float32) * cell
     sample = np.stack([gx.ravel(), gy.ravel()], 1) / scale
     fields = spline(sample).reshape(grid_h, grid_w, n_bases, 2).transpose(2, 0, 1, 3)
-    return np.ascontiguousarray(-fields, dtype=np.float32)
+    return np.ascontiguousarray(fields, dtype=np.float32)
+
+
+def _head_matte(locator: FaceLocator, region: np.ndarray, face: FaceLandmarks) -> np.ndarray:
+    """(h, w) float32: the person's silhouette down to the neck, feathered; the face oval is always in."""
+    height = face.face_height
+    person = locator.person_matte(region)
+    chin_y = face.points[lm.CHIN_BOTTOM, 1]
+    rows = np.arange(region.shape[0], dtype=np.float32)
+    # Head and neck: full weight to half a face height under the chin, fading out over a quarter more.
+    neck = np.clip(1.0 - (rows - (chin_y + 0.5 * height)) / (0.25 * height), 0.0, 1.0)[:, None]
+    oval = np.zeros(region.shape[:2], np.uint8)
+    cv2.fillPoly(oval, [np.round(face.points[lm.FACE_OVAL]).astype(np.int32)], 1)
+    matte = np.maximum(person * neck, oval.astype(np.float32))
+    matte = cv2.dilate(matte, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))  # keep hair tips inside
+    matte = cv2.GaussianBlur(matte, (0, 0), 0.03 * height)
+    return np.clip((matte - 0.05) / 0.9, 0.0, 1.0)  # the segmenter's faint doubts and the blur's tails are background
 
 
 def _lip_color(image: np.ndarray, face: FaceLandmarks) -> np.ndarray:
@@ -98,22 +139,79 @@ def _lip_color(image: np.ndarray, face: FaceLandmarks) -> np.ndarray:
     return np.median(pixels, axis=0).astype(np.float32) if len(pixels) else np.array([150, 80, 80], np.float32)
 
 
-def _eyelid_colors(image: np.ndarray, face: FaceLandmarks) -> tuple[np.ndarray, ...]:
-    """Median colour between each upper lid and its crease: the skin a blink shows."""
-    colors = []
-    for (upper, _), crease in zip(lm.EYELID_PAIRS, lm.EYELID_CREASES):
-        mask = np.zeros(image.shape[:2], np.uint8)
-        band = np.concatenate([face.points[upper], face.points[crease][::-1]])
+def _luminance(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _mouth_interior(region: np.ndarray, face: FaceLandmarks) -> MouthInterior:
+    """Where the portrait's upper and lower teeth meet, and whether a dark cavity (an open jaw) lies between.
+
+    The opening is sampled down the middle half of the mouth. Rows much brighter than the darkest
+    are teeth: the first bright run from the top hangs from the upper lip, everything below it rides
+    on the lower lip; dark rows between the teeth are cavity."""
+    upper, lower = face.points[lm.INNER_LIP_UPPER], face.points[lm.INNER_LIP_LOWER]
+    gap = face.lip_gap()
+    color = _lip_color(region, face)
+    if gap < _OPEN_INTERIOR:
+        return MouthInterior(upper, lower, False, 0.5, False, color)
+    xs = np.linspace(upper[0, 0], upper[-1, 0], 41)[10:31]  # the middle half, corner to corner
+    steps = np.linspace(0.0, 1.0, 17)
+    top, bottom = _curve_at(xs, upper), _curve_at(xs, lower)
+    map_y = (top[None, :] + steps[:, None] * (bottom - top)[None, :]).astype(np.float32)
+    map_x = np.broadcast_to(xs[None, :], map_y.shape).astype(np.float32)
+    samples = cv2.remap(np.ascontiguousarray(region), map_x, map_y, cv2.INTER_LINEAR)
+    profile = np.median(_luminance(samples), axis=1)[1:-1]  # (15,) down the opening, lip edges left out
+    bright = profile > 0.6 * profile.max()
+    first = int(np.argmax(bright)) if bright.any() else len(profile)
+    end = first
+    while end < len(profile) and bright[end]:
+        end += 1
+    split = float((end + 1) / (len(profile) + 1)) if first < len(profile) // 2 else 0.0
+    dark_share = float(np.mean(profile < 0.45 * profile.max()))
+    jaw_open = dark_share * gap > _CAVITY_MEETS
+    return MouthInterior(upper, lower, True, split, jaw_open, color)
+
+
+def _eyelids(region: np.ndarray, face: FaceLandmarks) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], bool]:
+    """Per eye: the top of the lid skin a blink may move ((7,) y: the crease, or just under a rigid
+    edge such as a glasses rim found between crease and lid) and the lid's skin colour ((3,)); and
+    whether rims run above and below both eyes (glasses)."""
+    luminance = cv2.GaussianBlur(_luminance(region), (0, 0), 0.7)
+    vertical_gradient = np.abs(cv2.Sobel(luminance, cv2.CV_32F, 0, 1, ksize=3))
+    strong = np.percentile(vertical_gradient, 97)
+    tops, colors, rims = [], [], []
+    for (upper_ids, lower_ids), crease_ids, (outer, inner) in zip(lm.EYELID_PAIRS, lm.EYELID_CREASES, lm.EYE_CORNERS):
+        upper, lower, crease = face.points[upper_ids], face.points[lower_ids], face.points[crease_ids]
+        corners = face.points[[outer, inner]]
+        eye_width = float(np.linalg.norm(corners[1] - corners[0]))
+        # A rim spans past the eye's corners, where the lid's own edge and lashes end.
+        left, right = corners[:, 0].min() - 0.25 * eye_width, corners[:, 0].max() + 0.25 * eye_width
+        columns = np.clip(np.round(np.linspace(left, right, 13)).astype(int), 0, region.shape[1] - 1)
+
+        def rim_rows(first: int, last: int) -> list[int]:
+            rows = range(max(first, 0), min(last, region.shape[0]))
+            return [row for row in rows if (vertical_gradient[row, columns] > strong).mean() >= 0.7]
+
+        lid_top, lid_bottom = float(upper[:, 1].min()), float(lower[:, 1].max())
+        above = rim_rows(int(lid_top - 0.9 * eye_width), int(lid_top) - 1)
+        below = rim_rows(int(lid_bottom) + 2, int(lid_bottom + 0.9 * eye_width))
+        top = crease[:, 1].copy()
+        in_band = [row for row in above if row > crease[:, 1].min()]
+        if in_band:  # a rim crosses the lid's skin: the moving band starts under it
+            top = np.maximum(top, max(in_band) + 2.0)
+        tops.append(np.minimum(top, upper[:, 1] - 0.5).astype(np.float32))
+        rims.append(bool(above) and bool(below))
+        # Skin colour: the brighter half of the skin just above the crease (brows and lashes are darker).
+        mask = np.zeros(region.shape[:2], np.uint8)
+        band = np.concatenate([crease, crease[::-1] - [0, 0.2 * eye_width]])
         cv2.fillPoly(mask, [np.round(band).astype(np.int32)], 1)
-        pixels = image[mask.astype(bool)]
-        colors.append(np.median(pixels, axis=0).astype(np.float32) if len(pixels) else _skin_near_nose(image, face))
-    return tuple(colors)
-
-
-def _skin_near_nose(image: np.ndarray, face: FaceLandmarks) -> np.ndarray:
-    """Fallback skin colour: the pixel at the nose tip."""
-    x, y = np.clip(np.round(face.points[lm.NOSE_TIP]).astype(int), 0, [image.shape[1] - 1, image.shape[0] - 1])
-    return image[y, x].astype(np.float32)
+        pixels = region[mask.astype(bool)].astype(np.float32)
+        if len(pixels):
+            light = pixels[_luminance(pixels) >= np.median(_luminance(pixels))]
+            colors.append(np.median(light, axis=0).astype(np.float32))
+        else:
+            colors.append(np.array([200, 160, 140], np.float32))
+    return tuple(tops), tuple(colors), all(rims)
 
 
 def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -122,41 +220,110 @@ def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return (weights.astype(basis.dtype) @ basis.reshape(len(basis), -1)).reshape(basis.shape[1:])
 
 
+def _invert(forward: np.ndarray, nodes: np.ndarray, cell: float) -> np.ndarray:
+    """Backward field b with x + b(x) + forward(x + b(x)) = x, by fixed-point steps on the grid.
+    forward, nodes: (gh, gw, 2); returns (gh, gw, 2) pixels."""
+    backward = -forward
+    for _ in range(_INVERSION_STEPS):
+        at = nodes + backward / cell
+        backward = -cv2.remap(forward, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return backward
+
+
+def _enlarge_small_face(
+    image: np.ndarray, box: tuple[int, int, int, int], workable_side: int, max_side: int
+) -> tuple[np.ndarray, tuple[int, int, int, int], float]:
+    """The portrait enlarged so the face's box reaches workable_side (and the image MIN_OUTPUT_SIDE a
+    side), cropped around the face first when the whole image would grow past max_side."""
+    face_side = min(box[2] - box[0], box[3] - box[1])
+    if face_side >= workable_side:
+        return image, box, 1.0
+    scale = max(workable_side / face_side, MIN_OUTPUT_SIDE / min(image.shape[:2]))
+    if max(image.shape[:2]) * scale > max_side:
+        crop = square_around(box, image.shape, scale=max_side / scale / max(box[2] - box[0], box[3] - box[1]))
+        x0, y0, x1, y1 = crop
+        image = image[y0:y1, x0:x1]
+        box = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+    width, height = round(image.shape[1] * scale) // 2 * 2, round(image.shape[0] * scale) // 2 * 2
+    enlarged = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+    scaled_box = tuple(int(round(v * scale)) for v in box)
+    return enlarged, scaled_box, scale
+
+
 class MeshWarpAnimator:
-    """Prepares portraits and renders frames. Stateless per request; safe to share between threads."""
+    """Prepares portraits and renders frames. Stateless per request; safe to share between threads.
 
-    def __init__(self, locator: FaceLocator):
+    locator: finds faces down to its min_face_side (smaller ones are refused); faces smaller than
+    workable_face_side are enlarged to it first."""
+
+    def __init__(self, locator: FaceLocator, workable_face_side: int = 48, max_output_side: int = 1024):
         self.locator = locator
+        self.workable_face_side = workable_face_side
+        self.max_output_side = max_output_side
 
-    def prepare(self, image: np.ndarray) -> PreparedPortrait:
+    def prepare(self, image: np.ndarray, face: Optional[FaceSelector] = None) -> PreparedPortrait:
         """Landmarks and motion fields of a portrait (H, W, 3) RGB uint8. Raises NoFaceError."""
-        face = self.locator.locate(image)
-        x0, y0, x1, y1 = _region_of_interest(face, image.shape)
-        local = FaceLandmarks(points=face.points - np.array([x0, y0], np.float32), depth=face.depth, box=face.box)
+        box = self.locator.detect_box(image, face)
+        image, box, scale = _enlarge_small_face(image, box, self.workable_face_side, self.max_output_side)
+        found = self.locator.landmarks_in_box(image, box)
+        x0, y0, x1, y1 = _region_of_interest(found, image.shape)
+        width, height = x1 - x0, y1 - y0
+        region = image[y0:y1, x0:x1]
+        local = FaceLandmarks(points=found.points - np.array([x0, y0], np.float32), depth=found.depth, box=found.box)
         landmark_basis = motion_basis.all_bases(local)
-        field_basis = _backward_fields(local.points, landmark_basis, x1 - x0, y1 - y0)
-        ys, xs = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32)
+        mouth = _mouth_interior(region, local)
+        # Upper and lower inner-lip points of a closed mouth sit on top of each other yet move apart:
+        # both would fold the field, so it follows the lower ones (the mouth composite covers the gap).
+        excluded = sorted(_IRIS | (set() if mouth.shows_inside else set(lm.INNER_LIP_UPPER[1:-1])))
+        field_input = landmark_basis.copy()
+        field_input[_BLINK] = 0.0  # blinks are warped locally, lid skin only
+        cell = float(max(width, height)) / GRID_CELLS
+        fields = _forward_fields(local.points, field_input, excluded, width, height, cell)
+        grid_h, grid_w = fields.shape[1:3]
+        matte = _head_matte(self.locator, region, local)
+        coarse_matte = cv2.resize(matte, (grid_w, grid_h), interpolation=cv2.INTER_AREA)
+        fields *= coarse_matte[None, :, :, None]
+        gy, gx = np.mgrid[0:grid_h, 0:grid_w].astype(np.float32)
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        lid_tops, lid_colors, glasses = _eyelids(region, local)
+        source_gap = local.lip_gap()
         return PreparedPortrait(
             image=image,
+            scale=scale,
             face=local,
             roi=(x0, y0, x1, y1),
             landmark_basis=landmark_basis,
-            field_basis=field_basis,
+            field_basis=np.ascontiguousarray(fields),
+            grid_nodes=np.stack([gx, gy], axis=-1),
+            cell=cell,
             base_map=np.stack([xs, ys], axis=-1),
-            source_lip_gap=local.lip_gap(),
-            lip_color=_lip_color(image[y0:y1, x0:x1], local),
-            eyelid_colors=_eyelid_colors(image[y0:y1, x0:x1], local),
+            motion_matte=cv2.resize(coarse_matte, (width, height), interpolation=cv2.INTER_LINEAR),
+            source_lip_gap=source_gap,
+            rest_lip_gap=0.0 if mouth.jaw_open else source_gap,
+            mouth=mouth,
+            lid_band_tops=lid_tops,
+            lid_colors=lid_colors,
+            glasses=glasses,
         )
 
     @staticmethod
+    def jaw_weight(prepared: PreparedPortrait, lip_gap: "float | np.ndarray") -> "float | np.ndarray":
+        """The jaw coefficient that opens the inner lips to lip_gap (face heights)."""
+        return (lip_gap - prepared.source_lip_gap) / (1 + motion_basis.UPPER_LIP_LIFT)
+
+    @classmethod
     def coefficients(
-        prepared: PreparedPortrait, motion: FaceMotion, *, still: bool = False, expression_scale: float = 1.0
+        cls, prepared: PreparedPortrait, motion: FaceMotion, *, still: bool = False, expression_scale: float = 1.0
     ) -> np.ndarray:
-        """(n_frames, K) weights of motion_basis.BASES for each frame."""
+        """(n_frames, K) weights of motion_basis.BASES for each frame. In pauses the lips go to the
+        rest opening: the portrait's own, or closed when its jaw was open."""
         mouth = motion.mouth
         lip_round = np.clip(mouth.lip_round * expression_scale, 0, 1)
-        target_gap = np.clip(mouth.lip_open * expression_scale, 0, 1.2) * MAX_LIP_GAP * (1 - 0.35 * lip_round)
-        jaw = (target_gap - prepared.source_lip_gap) / (1 + motion_basis._UPPER_LIP_LIFT)
+        opening_range = max(MAX_LIP_GAP - 0.5 * prepared.rest_lip_gap, 0.5 * MAX_LIP_GAP)
+        target_gap = prepared.rest_lip_gap + np.clip(mouth.lip_open * expression_scale, 0, 1.2) * opening_range * (
+            1 - 0.35 * lip_round
+        )
+        jaw = cls.jaw_weight(prepared, target_gap)
         head = np.zeros((3, motion.n_frames), np.float32) if still else np.stack(
             [motion.head_pitch, motion.head_yaw, motion.head_roll]
         )
@@ -166,14 +333,18 @@ class MeshWarpAnimator:
         """One frame (H, W, 3) RGB uint8 for weights (K,)."""
         x0, y0, x1, y1 = prepared.roi
         width, height = x1 - x0, y1 - y0
-        coarse = _weighted_sum(weights, prepared.field_basis)
-        field = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
-        sampling = prepared.base_map + field
         region = prepared.image[y0:y1, x0:x1]
-        warped = cv2.remap(region, sampling[..., 0], sampling[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        source = region
+        blink = float(weights[_BLINK])
+        if blink > 0.02:
+            source = region.copy()
+            _close_eyelids(source, region, prepared, blink)
+        backward = _invert(_weighted_sum(weights, prepared.field_basis), prepared.grid_nodes, prepared.cell)
+        field = cv2.resize(backward, (width, height), interpolation=cv2.INTER_LINEAR)
+        sampling = prepared.base_map + field
+        warped = cv2.remap(source, sampling[..., 0], sampling[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         moved = prepared.face.points + _weighted_sum(weights, prepared.landmark_basis)
-        _paint_mouth_interior(warped, moved, prepared)
-        _paint_eyelids(warped, moved, prepared, float(weights[_BLINK]))
+        _composite_mouth(warped, region, moved, prepared)
         frame = prepared.image.copy()
         frame[y0:y1, x0:x1] = warped
         return frame
@@ -228,71 +399,124 @@ class _Patch:
         self.region[self.y0 : self.y1, self.x0 : self.x1] = np.clip(blended, 0, 255).astype(np.uint8)
 
 
-def _paint_mouth_interior(region: np.ndarray, moved: np.ndarray, prepared: PreparedPortrait) -> None:
-    """Paint a dark cavity with a hint of teeth inside the moved inner-lip outline, in place."""
+def _curve_at(columns: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """y of a curve (n, 2) at each x of columns, holding its end values beyond its corners."""
+    order = np.argsort(curve[:, 0], kind="stable")
+    return np.interp(columns, curve[order, 0], curve[order, 1]).astype(np.float32)
+
+
+def _composite_mouth(warped: np.ndarray, region: np.ndarray, moved: np.ndarray, prepared: PreparedPortrait) -> None:
+    """Fill the moved inner-lip outline, in place: the portrait's own inside where it has one (what
+    hung from the upper lip moved with it, what rode on the lower lip with that), painted cavity,
+    tongue and (for a portrait with closed lips) teeth where it has none."""
     face_height = prepared.face.face_height
-    upper = moved[lm.INNER_LIP_UPPER]
-    lower = moved[lm.INNER_LIP_LOWER]
+    mouth = prepared.mouth
+    upper, lower = moved[lm.INNER_LIP_UPPER], moved[lm.INNER_LIP_LOWER]
     gap = float(np.max(lower[:, 1] - upper[:, 1]))
     if gap < 0.004 * face_height:
         return
     polygon = moved[_INNER_LIP_POLYGON]
-    patch = _Patch(region, polygon)
+    patch = _Patch(warped, polygon)
     if patch.empty:
         return
     mouth_width = float(np.linalg.norm(upper[-1] - upper[0]))
     sigma = 0.5 + 0.012 * mouth_width
     mouth_mask = patch.fill(polygon, sigma)
-
-    # Cavity: the lips' own hue, very dark, darkest in the middle of the opening.
-    rows = (patch.rows() - upper[:, 1].mean()) / max(gap, 1.0)
-    depth_shade = 0.10 + 0.12 * np.abs(rows - 0.5)[:, None, None]
-    interior = np.broadcast_to(prepared.lip_color * _CAVITY_TINT * depth_shade, patch.shape + (3,)).copy()
-
-    # Upper teeth just under the upper lip across the middle of the mouth; lower teeth once wide open.
-    # Both are shaded darker towards the corners, where they turn away into the cavity.
-    centre_x = (upper[0, 0] + upper[-1, 0]) / 2
-    columns = np.abs(patch.columns() - centre_x) / max(mouth_width / 2, 1.0)
-    side_shade = np.clip(1.0 - 0.55 * columns**2, 0.35, 1.0)[None, :, None]
-    teeth_height = min(0.4 * gap, 0.03 * face_height)
-    middle = upper[2:-2]
-    upper_teeth = patch.fill(np.concatenate([middle, middle[::-1] + [0, teeth_height]]), 0.5 * sigma)  # crisper than the lips
-    # Teeth catch light at the top and fall into shadow towards their edges.
-    teeth_rows = np.clip((patch.rows() - middle[:, 1].mean()) / max(teeth_height, 1.0), 0, 1)
-    teeth_shade = (1.0 - 0.3 * teeth_rows**2)[:, None, None] * side_shade
-    interior += (_TEETH_COLOR * teeth_shade - interior) * upper_teeth[..., None] * 0.92
-    if gap > 0.035 * face_height:
-        bottom = lower[3:-3]
-        lower_teeth = patch.fill(np.concatenate([bottom, bottom[::-1] - [0, 0.3 * teeth_height]]), sigma)
-        interior += (_TEETH_COLOR * 0.7 * side_shade - interior) * lower_teeth[..., None] * 0.6
+    columns, rows = patch.columns(), patch.rows()[:, None]
+    top, bottom = _curve_at(columns, upper), _curve_at(columns, lower)
+    across = np.clip((columns - upper[0, 0]) / max(upper[-1, 0] - upper[0, 0], 1.0), 0.0, 1.0)
+    interior = _painted_cavity(patch, rows, top, bottom, across, gap, mouth_width, face_height, mouth)
+    if mouth.shows_inside:
+        source_x = (mouth.upper[0, 0] + across * (mouth.upper[-1, 0] - mouth.upper[0, 0])).astype(np.float32)
+        source_top, source_bottom = _curve_at(source_x, mouth.upper), _curve_at(source_x, mouth.lower)
+        split = source_top + mouth.split * (source_bottom - source_top)
+        hanging, riding = split - source_top, source_bottom - split
+        from_upper = source_top + (rows - top)  # content that hangs from the upper lip moves with it
+        from_lower = source_bottom - (bottom - rows)
+        upper_depth = top + hanging - rows  # > 0 inside what hangs from the upper lip
+        lower_depth = rows - (bottom - riding)
+        map_y = np.where(upper_depth > 0, from_upper, from_lower).astype(np.float32)
+        map_x = np.broadcast_to(source_x[None, :], map_y.shape).astype(np.float32)
+        own = cv2.remap(np.ascontiguousarray(region), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        own_alpha = np.clip(np.maximum(upper_depth, lower_depth) + 1.0, 0.0, 1.0)[..., None]
+        interior = own.astype(np.float32) * own_alpha + interior * (1.0 - own_alpha)
     patch.composite(interior, mouth_mask)
 
 
-def _paint_eyelids(region: np.ndarray, moved: np.ndarray, prepared: PreparedPortrait, blink: float) -> None:
-    """Lower each upper eyelid over the eye, in place: skin of the lid's own colour, a lash line at its edge.
+def _painted_cavity(patch: "_Patch", rows: np.ndarray, top: np.ndarray, bottom: np.ndarray, across: np.ndarray,
+                    gap: float, mouth_width: float, face_height: float, mouth: MouthInterior) -> np.ndarray:
+    """(h, w, 3) float32 inside of a mouth: dark towards the back, a tongue low in the middle once open,
+    and, for a portrait that showed no teeth, lit upper teeth (lower ones barely) with the gaps
+    between them. rows: (h, 1) region y; top, bottom, across: (w,) per column."""
+    depth = np.clip((rows - top) / np.maximum(bottom - top, 1.0), 0.0, 1.0)  # 0 upper lip .. 1 lower lip
+    sideways = np.abs(across - 0.5)[None, :] * 2  # 0 centre .. 1 corners
+    # Light falls in past the lips: brightest near them, darkest at the back, in the middle.
+    back = np.exp(-(((depth - 0.55) / 0.35) ** 2)) * (1 - 0.5 * sideways)
+    shade = 0.26 - 0.17 * back
+    interior = mouth.lip_color * _CAVITY_TINT * shade[..., None]
+    openness = np.clip((gap / face_height - 0.025) / 0.04, 0.0, 1.0)
+    if openness > 0:
+        # The tongue's tip rises behind the lower teeth, a dull red, in shadow towards its back.
+        tongue = np.clip(1 - ((depth - 1.0) / 0.45) ** 2 - (sideways / 0.75) ** 2, 0.0, 1.0) * openness
+        tongue_color = mouth.lip_color * _TONGUE_TINT * (0.35 + 0.25 * depth[..., None])
+        interior += (tongue_color - interior) * (0.85 * tongue)[..., None]
+    if not mouth.shows_inside:
+        teeth_height = min(0.4 * gap, 0.03 * face_height)
+        tooth_width = max(mouth_width / 9.0, 1.0)
+        boundary = np.abs(((patch.columns() - patch.columns().mean()) / tooth_width + 0.5) % 1.0 - 0.5)
+        separation = 1.0 - 0.3 * np.exp(-((boundary / 0.12) ** 2))  # darker seams between teeth
+        side_shade = np.clip(1.0 - 0.6 * sideways**2, 0.3, 1.0)
+        lit = np.clip((rows - top) / max(teeth_height, 1.0), 0.0, 1.0)
+        teeth_shade = ((1.0 - 0.3 * lit**2) * side_shade * separation[None, :])[..., None]
+        upper_teeth = np.clip((top + teeth_height - rows) + 0.5, 0.0, 1.0) * np.clip(1.0 - sideways * 1.1, 0, 1) ** 0.3
+        interior += (_TEETH_COLOR * teeth_shade - interior) * (0.92 * upper_teeth)[..., None]
+        if gap > 0.035 * face_height:  # the lower teeth mostly hide behind the lower lip
+            lower_height = 0.25 * teeth_height
+            lower_teeth = np.clip((rows - (bottom - lower_height)) + 0.5, 0.0, 1.0) * np.clip(1.0 - sideways * 1.4, 0, 1)
+            interior += (_TEETH_COLOR * 0.6 * teeth_shade - interior) * (0.55 * lower_teeth)[..., None]
+    return interior
 
-    The warp alone cannot close an eye (that would squeeze the eye to nothing, which a backward
-    warp cannot express), so it brings the lid skin part way down and this paints the rest."""
-    if blink < 0.05:
-        return
-    warped_share = motion_basis.BLINK_WARP_SHARE * blink
-    cover = float(np.clip((blink - warped_share) / max(1.0 - warped_share, 1e-3), 0, 1))
-    face_height = prepared.face.face_height
-    for (upper_ids, lower_ids), (outer, inner), skin in zip(lm.EYELID_PAIRS, lm.EYE_CORNERS, prepared.eyelid_colors):
-        upper, lower = moved[upper_ids], moved[lower_ids]
-        lid_edge = upper + (lower - upper) * cover
-        corners = moved[[outer, inner]]
-        lid = np.concatenate([corners[:1], upper, corners[1:], lid_edge[::-1]])
-        patch = _Patch(region, np.concatenate([lid, lower]))
+
+def _close_eyelids(out: np.ndarray, region: np.ndarray, prepared: PreparedPortrait, blink: float) -> None:
+    """Bring each upper lid down over its eye by `blink` (0..1), in place, in the portrait's own
+    coordinates: the lid's skin between its band top (crease) and edge stretches to the new edge, a
+    lash line follows it; the eye stays where it is and is covered. Nothing above the band (brows,
+    rims) or below the lower lid moves."""
+    face = prepared.face
+    face_height = face.face_height
+    for (upper_ids, lower_ids), band_top, skin, (outer, inner) in zip(
+        lm.EYELID_PAIRS, prepared.lid_band_tops, prepared.lid_colors, lm.EYE_CORNERS
+    ):
+        corners = face.points[[outer, inner]]
+        upper = np.concatenate([corners[:1], face.points[upper_ids], corners[1:]])
+        lower = np.concatenate([corners[:1], face.points[lower_ids], corners[1:]])
+        top_curve = np.concatenate([corners[:1], np.stack([face.points[upper_ids][:, 0], band_top], 1), corners[1:]])
+        patch = _Patch(out, np.concatenate([top_curve, lower]), margin=2)
         if patch.empty:
             continue
-        eye_width = float(np.linalg.norm(corners[1] - corners[0]))
-        sigma = 0.4 + 0.02 * eye_width
-        coverage = patch.fill(lid, sigma)
-        # Skin shades darker towards the lid's edge; the lashes draw a dark line along it.
-        rows = np.clip((patch.rows() - upper[:, 1].mean()) / max(float((lid_edge - upper)[:, 1].max()), 1.0), 0, 1)
-        color = np.broadcast_to(skin * (1.0 - 0.18 * rows)[:, None, None], patch.shape + (3,)).copy()
-        lash_width = max(0.7, 0.007 * face_height) * cover
-        lashes = patch.fill(np.concatenate([corners[:1], lid_edge, corners[1:], lid_edge[::-1] - [0, lash_width]]), sigma)
-        color += (_LASH_COLOR - color) * lashes[..., None] * 0.7
-        patch.composite(color, np.maximum(coverage, lashes * cover))
+        columns, rows = patch.columns(), patch.rows()[:, None]
+        top, lid, bottom = _curve_at(columns, top_curve), _curve_at(columns, upper), _curve_at(columns, lower)
+        inside = (columns >= corners[:, 0].min()) & (columns <= corners[:, 0].max())
+        edge = lid + blink * (bottom - lid)
+        stretch = (lid - top) / np.maximum(edge - top, 1e-3)
+        in_band = (rows >= top) & (rows <= edge) & inside[None, :]
+        map_y = np.where(in_band, top + (rows - top) * stretch, rows).astype(np.float32)
+        map_x = np.broadcast_to(columns[None, :], map_y.shape).astype(np.float32)
+        lid_skin = cv2.remap(np.ascontiguousarray(region), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        color = lid_skin.astype(np.float32)
+        # Where the lid now covers the eye it is skin: its own colour, shading towards the edge, with a
+        # little of the stretched texture for grain.
+        # The lid's own crease shadow and lashes, stretched down, would read as a still-open eye.
+        lid_start = top + 0.5
+        covering = np.clip(np.minimum(rows - lid_start, edge - rows) + 1.0, 0.0, 1.0) * inside[None, :] * min(1.0, 3 * blink)
+        towards_edge = np.clip((rows - lid_start) / np.maximum(edge - lid_start, 1.0), 0.0, 1.0)
+        painted = skin * (1.0 - 0.12 * towards_edge)[..., None]
+        grain = color - cv2.GaussianBlur(color, (0, 0), 1.0)
+        color += (painted + 0.5 * grain - color) * (0.9 * covering)[..., None]
+        # Lashes: a dark line along the lowered edge, growing with the closure.
+        lash_width = max(1.0, 0.01 * face_height)
+        lashes = np.clip(1.0 - np.abs(rows - edge) / lash_width, 0.0, 1.0) * inside[None, :] * min(1.0, 2 * blink)
+        color += (_LASH_COLOR - color) * (0.85 * lashes)[..., None]
+        out[patch.y0 : patch.y1, patch.x0 : patch.x1] = np.clip(color, 0, 255).astype(np.uint8)
+
+

@@ -12,9 +12,8 @@ from ...media import landmarks as lm
 
 BASES = ("jaw", "lip_round", "blink", "head_pitch", "head_yaw", "head_roll")
 
-_UPPER_LIP_LIFT = 0.12  # the upper lip rises a little as the jaw drops
+UPPER_LIP_LIFT = 0.12  # the upper lip rises a little as the jaw drops
 _JAW_FOLLOW = 0.85  # the chin travels slightly less than the lower lip
-BLINK_WARP_SHARE = 0.5  # of a blink's travel done by warping; the animator paints the rest of the lid
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -47,7 +46,7 @@ def jaw_drop(points: np.ndarray, face_height: float) -> np.ndarray:
     lower_lip = sorted(set(lm.INNER_LIP_LOWER + lm.OUTER_LIP_LOWER))
     upper_lip = sorted(set(lm.INNER_LIP_UPPER + lm.OUTER_LIP_UPPER))
     displacement[lower_lip, 1] = (0.25 + 0.75 * np.sqrt(across[lower_lip])) * face_height
-    displacement[upper_lip, 1] = -_UPPER_LIP_LIFT * np.sqrt(across[upper_lip]) * face_height
+    displacement[upper_lip, 1] = -UPPER_LIP_LIFT * np.sqrt(across[upper_lip]) * face_height
     return displacement
 
 
@@ -64,12 +63,10 @@ def lip_round(points: np.ndarray, face_height: float) -> np.ndarray:
 
 
 def blink(points: np.ndarray, face_height: float) -> np.ndarray:
-    """(478, 2) displacement of a full blink's warp: the lids travel BLINK_WARP_SHARE of the way."""
+    """(478, 2) displacement of a full blink: each upper lid down onto its lower lid, nothing else."""
     displacement = np.zeros_like(points)
-    for (upper, lower), crease in zip(lm.EYELID_PAIRS, lm.EYELID_CREASES):
-        gap = points[lower] - points[upper]
-        displacement[upper] = BLINK_WARP_SHARE * gap
-        displacement[crease] = 0.5 * BLINK_WARP_SHARE * gap  # the skin above the lid follows it down
+    for upper, lower in lm.EYELID_PAIRS:
+        displacement[upper] = points[lower] - points[upper]
     return displacement
 
 
