@@ -95,10 +95,11 @@ class FaceSelector:
 
 
 def _without_duplicates(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
-    """Boxes found twice by overlapping tiles, kept once (intersection over union > 0.5)."""
+    """Each face once: a box overlapping an earlier one (found on the whole image first, then on
+    tiles) by more than a third of their union is a second sighting of the same face."""
     kept: list[tuple[int, int, int, int]] = []
-    for box in sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True):
-        if all(_overlap(box, other) <= 0.5 for other in kept):
+    for box in boxes:
+        if all(_overlap(box, other) <= 0.33 for other in kept):
             kept.append(box)
     return kept
 

@@ -19,6 +19,7 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from ...media import landmarks as lm
 from ...media.landmarks import FaceLandmarks, FaceLocator, FaceSelector, square_around
@@ -33,6 +34,8 @@ MIN_OUTPUT_SIDE = 256  # an enlarged portrait is at least this many pixels a sid
 _BORDER_ANCHORS = 24  # zero-motion anchors on each side of the region keep its edge seamless
 _INVERSION_STEPS = 6  # fixed-point steps that turn the forward field into the backward one
 _OPEN_INTERIOR = 0.012  # a lip gap above this (face heights) shows an inside worth keeping
+SPEECH_HOLD_S = 0.25  # a silence shorter than twice this is a breath inside speech, not a pause
+_VOICED_LOUDNESS = 0.25  # speech_motion's loudness (0..1) above which a frame is speech
 _CAVITY_MEETS = 0.015  # a dark band taller than this between the teeth means the jaw is open
 _INNER_LIP_POLYGON = lm.INNER_LIP_UPPER + lm.INNER_LIP_LOWER[-2:0:-1]
 _TEETH_COLOR = np.array([238, 228, 210], np.float32)
@@ -41,6 +44,7 @@ _TONGUE_TINT = np.array([0.95, 0.55, 0.55], np.float32)
 _BLINK = motion_basis.BASES.index("blink")
 _LASH_COLOR = np.array([45, 32, 30], np.float32)
 _IRIS = set(range(468, 478))  # iris points duplicate the eye's
+_LIP_POINTS = sorted(set(lm.OUTER_LIP_UPPER + lm.OUTER_LIP_LOWER + lm.INNER_LIP_UPPER + lm.INNER_LIP_LOWER))
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,14 @@ def _eyelids(region: np.ndarray, face: FaceLandmarks) -> tuple[tuple[np.ndarray,
     return tuple(tops), tuple(colors), all(rims)
 
 
+def speaking_envelope(loudness: np.ndarray, fps: int) -> np.ndarray:
+    """(n,) 0 in pauses .. 1 while speaking: frames within SPEECH_HOLD_S of a voiced one, eased
+    over about two frames at 25 fps. loudness: (n,) in [0, 1]."""
+    voiced = (loudness > _VOICED_LOUDNESS).astype(np.float32)
+    held = maximum_filter1d(voiced, size=max(1, int(round(2 * SPEECH_HOLD_S * fps))) | 1, mode="nearest")
+    return np.clip(gaussian_filter1d(held, sigma=0.08 * fps, mode="nearest"), 0.0, 1.0)
+
+
 def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """sum_k weights[k] * basis[k] as one matrix-vector product over a contiguous (K, ...) basis
     (np.tensordot would copy the basis on every call)."""
@@ -308,21 +320,24 @@ class MeshWarpAnimator:
 
     @staticmethod
     def jaw_weight(prepared: PreparedPortrait, lip_gap: "float | np.ndarray") -> "float | np.ndarray":
-        """The jaw coefficient that opens the inner lips to lip_gap (face heights)."""
-        return (lip_gap - prepared.source_lip_gap) / (1 + motion_basis.UPPER_LIP_LIFT)
+        """The jaw coefficient that opens the inner lips to lip_gap (face heights) between their midpoints."""
+        jaw = prepared.landmark_basis[motion_basis.BASES.index("jaw")]
+        per_unit = float(jaw[lm.LOWER_LIP_MID, 1] - jaw[lm.UPPER_LIP_MID, 1]) / prepared.face.face_height
+        return (lip_gap - prepared.source_lip_gap) / per_unit
 
     @classmethod
     def coefficients(
         cls, prepared: PreparedPortrait, motion: FaceMotion, *, still: bool = False, expression_scale: float = 1.0
     ) -> np.ndarray:
-        """(n_frames, K) weights of motion_basis.BASES for each frame. In pauses the lips go to the
-        rest opening: the portrait's own, or closed when its jaw was open."""
+        """(n_frames, K) weights of motion_basis.BASES for each frame. While speaking the lips move
+        between closed and wide open; in pauses they go to the rest opening: the portrait's own
+        (a smile keeps its teeth), or closed when its jaw was open."""
         mouth = motion.mouth
         lip_round = np.clip(mouth.lip_round * expression_scale, 0, 1)
-        opening_range = max(MAX_LIP_GAP - 0.5 * prepared.rest_lip_gap, 0.5 * MAX_LIP_GAP)
-        target_gap = prepared.rest_lip_gap + np.clip(mouth.lip_open * expression_scale, 0, 1.2) * opening_range * (
-            1 - 0.35 * lip_round
-        )
+        opening_range = max(MAX_LIP_GAP, prepared.rest_lip_gap + 0.5 * MAX_LIP_GAP)
+        speech_gap = np.clip(mouth.lip_open * expression_scale, 0, 1.2) * opening_range * (1 - 0.35 * lip_round)
+        speaking = speaking_envelope(mouth.loudness, motion.fps)
+        target_gap = speaking * speech_gap + (1 - speaking) * prepared.rest_lip_gap
         jaw = cls.jaw_weight(prepared, target_gap)
         head = np.zeros((3, motion.n_frames), np.float32) if still else np.stack(
             [motion.head_pitch, motion.head_yaw, motion.head_roll]
@@ -406,41 +421,57 @@ def _curve_at(columns: np.ndarray, curve: np.ndarray) -> np.ndarray:
 
 
 def _composite_mouth(warped: np.ndarray, region: np.ndarray, moved: np.ndarray, prepared: PreparedPortrait) -> None:
-    """Fill the moved inner-lip outline, in place: the portrait's own inside where it has one (what
-    hung from the upper lip moved with it, what rode on the lower lip with that), painted cavity,
+    """Redraw the lips and what lies between them, in place, column by column: each lip is its own
+    band of the portrait stretched between its moved outer and inner edges (so lips meet when
+    they close, whatever lay between them), the inside is the portrait's own where it has one (what
+    hung from the upper lip moves with it, what rode on the lower lip with that), and painted cavity,
     tongue and (for a portrait with closed lips) teeth where it has none."""
     face_height = prepared.face.face_height
     mouth = prepared.mouth
+    lips = _LIP_POINTS
+    if float(np.abs(moved[lips] - prepared.face.points[lips]).max()) < 0.25:
+        return  # the mouth is where the portrait has it: the warp already shows it as it is
+    outer_upper, outer_lower = moved[lm.OUTER_LIP_UPPER], moved[lm.OUTER_LIP_LOWER]
     upper, lower = moved[lm.INNER_LIP_UPPER], moved[lm.INNER_LIP_LOWER]
-    gap = float(np.max(lower[:, 1] - upper[:, 1]))
-    if gap < 0.004 * face_height:
-        return
-    polygon = moved[_INNER_LIP_POLYGON]
-    patch = _Patch(warped, polygon)
+    outline = np.concatenate([outer_upper, outer_lower[-2:0:-1]])
+    patch = _Patch(warped, outline, margin=2)
     if patch.empty:
         return
     mouth_width = float(np.linalg.norm(upper[-1] - upper[0]))
     sigma = 0.5 + 0.012 * mouth_width
-    mouth_mask = patch.fill(polygon, sigma)
     columns, rows = patch.columns(), patch.rows()[:, None]
-    top, bottom = _curve_at(columns, upper), _curve_at(columns, lower)
-    across = np.clip((columns - upper[0, 0]) / max(upper[-1, 0] - upper[0, 0], 1.0), 0.0, 1.0)
-    interior = _painted_cavity(patch, rows, top, bottom, across, gap, mouth_width, face_height, mouth)
+    lip_top, top, bottom, lip_bottom = (_curve_at(columns, curve) for curve in (outer_upper, upper, lower, outer_lower))
+    # Where each column came from: the same share of the way between the outer corners.
+    share = (columns - outer_upper[0, 0]) / max(outer_upper[-1, 0] - outer_upper[0, 0], 1.0)
+    source_outer_upper, source_outer_lower = prepared.face.points[lm.OUTER_LIP_UPPER], prepared.face.points[lm.OUTER_LIP_LOWER]
+    source_x = (source_outer_upper[0, 0] + share * (source_outer_upper[-1, 0] - source_outer_upper[0, 0])).astype(np.float32)
+    source_lip_top, source_top, source_bottom, source_lip_bottom = (
+        _curve_at(source_x, curve) for curve in (source_outer_upper, mouth.upper, mouth.lower, source_outer_lower)
+    )
+    from_upper_lip = source_lip_top + (rows - lip_top) * (source_top - source_lip_top) / np.maximum(top - lip_top, 0.5)
+    from_lower_lip = source_bottom + (rows - bottom) * (source_lip_bottom - source_bottom) / np.maximum(lip_bottom - bottom, 0.5)
     if mouth.shows_inside:
-        source_x = (mouth.upper[0, 0] + across * (mouth.upper[-1, 0] - mouth.upper[0, 0])).astype(np.float32)
-        source_top, source_bottom = _curve_at(source_x, mouth.upper), _curve_at(source_x, mouth.lower)
         split = source_top + mouth.split * (source_bottom - source_top)
         hanging, riding = split - source_top, source_bottom - split
-        from_upper = source_top + (rows - top)  # content that hangs from the upper lip moves with it
-        from_lower = source_bottom - (bottom - rows)
         upper_depth = top + hanging - rows  # > 0 inside what hangs from the upper lip
         lower_depth = rows - (bottom - riding)
-        map_y = np.where(upper_depth > 0, from_upper, from_lower).astype(np.float32)
-        map_x = np.broadcast_to(source_x[None, :], map_y.shape).astype(np.float32)
-        own = cv2.remap(np.ascontiguousarray(region), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        own_alpha = np.clip(np.maximum(upper_depth, lower_depth) + 1.0, 0.0, 1.0)[..., None]
-        interior = own.astype(np.float32) * own_alpha + interior * (1.0 - own_alpha)
-    patch.composite(interior, mouth_mask)
+        inside_source = np.where(upper_depth > 0, source_top + (rows - top), source_bottom - (bottom - rows))
+        own_alpha = np.clip(np.maximum(upper_depth, lower_depth) + 1.0, 0.0, 1.0)
+    else:
+        inside_source = np.broadcast_to(source_top, (len(rows), len(columns)))
+        own_alpha = np.zeros((len(rows), len(columns)), np.float32)
+    map_y = np.where(rows < top, from_upper_lip, np.where(rows > bottom, from_lower_lip, inside_source)).astype(np.float32)
+    map_x = np.broadcast_to(source_x[None, :], map_y.shape).astype(np.float32)
+    color = cv2.remap(np.ascontiguousarray(region), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    color = color.astype(np.float32)
+    gap = float(np.max(lower[:, 1] - upper[:, 1]))
+    if gap >= 0.004 * face_height:
+        inner_share = np.clip((columns - upper[0, 0]) / max(upper[-1, 0] - upper[0, 0], 1.0), 0.0, 1.0)
+        cavity = _painted_cavity(patch, rows, top, bottom, inner_share, gap, mouth_width, face_height, mouth)
+        opening = patch.fill(moved[_INNER_LIP_POLYGON], sigma)
+        painted = opening * (1.0 - own_alpha)
+        color += (cavity - color) * painted[..., None]
+    patch.composite(color, patch.fill(outline, sigma))
 
 
 def _painted_cavity(patch: "_Patch", rows: np.ndarray, top: np.ndarray, bottom: np.ndarray, across: np.ndarray,
@@ -456,10 +487,12 @@ def _painted_cavity(patch: "_Patch", rows: np.ndarray, top: np.ndarray, bottom: 
     interior = mouth.lip_color * _CAVITY_TINT * shade[..., None]
     openness = np.clip((gap / face_height - 0.025) / 0.04, 0.0, 1.0)
     if openness > 0:
-        # The tongue's tip rises behind the lower teeth, a dull red, in shadow towards its back.
-        tongue = np.clip(1 - ((depth - 1.0) / 0.45) ** 2 - (sideways / 0.75) ** 2, 0.0, 1.0) * openness
-        tongue_color = mouth.lip_color * _TONGUE_TINT * (0.35 + 0.25 * depth[..., None])
-        interior += (tongue_color - interior) * (0.85 * tongue)[..., None]
+        # A hint of tongue low in the mouth, dim and in shadow, parted from the lower lip by the dark
+        # line the lower teeth cast (a lip-bright tongue would read as a higher lower lip).
+        tongue = np.clip(1 - ((depth - 0.8) / 0.3) ** 2 - (sideways / 0.7) ** 2, 0.0, 1.0) * openness
+        tongue *= np.clip((0.97 - depth) / 0.08, 0.0, 1.0)
+        tongue_color = mouth.lip_color * _TONGUE_TINT * (0.22 + 0.12 * depth[..., None])
+        interior += (tongue_color - interior) * (0.7 * tongue)[..., None]
     if not mouth.shows_inside:
         teeth_height = min(0.4 * gap, 0.03 * face_height)
         tooth_width = max(mouth_width / 9.0, 1.0)

@@ -45,7 +45,16 @@ def jaw_drop(points: np.ndarray, face_height: float) -> np.ndarray:
     across = np.clip(1.0 - np.abs(points[:, 0] - centre_x) / half_mouth, 0, 1)
     lower_lip = sorted(set(lm.INNER_LIP_LOWER + lm.OUTER_LIP_LOWER))
     upper_lip = sorted(set(lm.INNER_LIP_UPPER + lm.OUTER_LIP_UPPER))
-    displacement[lower_lip, 1] = (0.25 + 0.75 * np.sqrt(across[lower_lip])) * face_height
+    shape = 0.25 + 0.75 * np.sqrt(across[lower_lip])
+    inner_gaps = points[lm.INNER_LIP_LOWER, 1] - points[lm.INNER_LIP_UPPER, 1]
+    centre_gap = float(points[lm.LOWER_LIP_MID, 1] - points[lm.UPPER_LIP_MID, 1])
+    if centre_gap > 0.02 * face_height:
+        # An open mouth closes along its own outline: each point of the lower lip travels its share
+        # of the opening above it, so that in a pause the lips meet from corner to corner.
+        order = np.argsort(points[lm.INNER_LIP_LOWER, 0])
+        profile = np.interp(points[lower_lip, 0], points[lm.INNER_LIP_LOWER, 0][order], inner_gaps[order]) / centre_gap
+        shape = np.clip(profile, 0.25, 1.0)
+    displacement[lower_lip, 1] = shape * face_height
     displacement[upper_lip, 1] = -UPPER_LIP_LIFT * np.sqrt(across[upper_lip]) * face_height
     return displacement
 
