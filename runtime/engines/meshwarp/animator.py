@@ -32,7 +32,7 @@ ROI_SCALE = 1.9  # warped region: this times the face's landmark extent
 GRID_CELLS = 96  # the fields are interpolated on this many cells across the region, then upsampled
 MIN_OUTPUT_SIDE = 256  # an enlarged portrait is at least this many pixels a side
 _BORDER_ANCHORS = 24  # zero-motion anchors on each side of the region keep its edge seamless
-_INVERSION_STEPS = 6  # fixed-point steps that turn the forward field into the backward one
+_INVERSION_STEPS = 2  # fixed-point steps that turn the forward field into the backward one
 _OPEN_INTERIOR = 0.012  # a lip gap above this (face heights) shows an inside worth keeping
 SPEECH_HOLD_S = 0.25  # a silence shorter than twice this is a breath inside speech, not a pause
 _VOICED_LOUDNESS = 0.25  # speech_motion's loudness (0..1) above which a frame is speech
@@ -227,9 +227,14 @@ def speaking_envelope(loudness: np.ndarray, fps: int) -> np.ndarray:
 
 
 def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """sum_k weights[k] * basis[k] as one matrix-vector product over a contiguous (K, ...) basis
-    (np.tensordot would copy the basis on every call)."""
-    return (weights.astype(basis.dtype) @ basis.reshape(len(basis), -1)).reshape(basis.shape[1:])
+    """sum_k weights[k] * basis[k] over a (K, ...) basis, skipping zero weights. A plain loop of
+    in-place multiply-adds: BLAS's gemv for so small a product waits on waking its thread pool
+    (about 1 ms a frame between OpenCV calls on a busy machine)."""
+    total = np.zeros(basis.shape[1:], basis.dtype)
+    for weight, part in zip(weights.tolist(), basis):
+        if weight != 0.0:
+            total += np.float32(weight) * part if basis.dtype == np.float32 else weight * part
+    return total
 
 
 def _invert(forward: np.ndarray, nodes: np.ndarray, cell: float) -> np.ndarray:
@@ -237,8 +242,9 @@ def _invert(forward: np.ndarray, nodes: np.ndarray, cell: float) -> np.ndarray:
     forward, nodes: (gh, gw, 2); returns (gh, gw, 2) pixels."""
     backward = -forward
     for _ in range(_INVERSION_STEPS):
-        at = nodes + backward / cell
-        backward = -cv2.remap(forward, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        at = nodes + backward * (1.0 / cell)
+        backward = cv2.remap(forward, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        np.negative(backward, out=backward)
     return backward
 
 
@@ -357,7 +363,7 @@ class MeshWarpAnimator:
         backward = _invert(_weighted_sum(weights, prepared.field_basis), prepared.grid_nodes, prepared.cell)
         field = cv2.resize(backward, (width, height), interpolation=cv2.INTER_LINEAR)
         sampling = prepared.base_map + field
-        warped = cv2.remap(source, sampling[..., 0], sampling[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        warped = cv2.remap(source, sampling, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         moved = prepared.face.points + _weighted_sum(weights, prepared.landmark_basis)
         _composite_mouth(warped, region, moved, prepared)
         frame = prepared.image.copy()
@@ -468,7 +474,7 @@ def _composite_mouth(warped: np.ndarray, region: np.ndarray, moved: np.ndarray, 
     if gap >= 0.004 * face_height:
         inner_share = np.clip((columns - upper[0, 0]) / max(upper[-1, 0] - upper[0, 0], 1.0), 0.0, 1.0)
         cavity = _painted_cavity(patch, rows, top, bottom, inner_share, gap, mouth_width, face_height, mouth)
-        opening = patch.fill(moved[_INNER_LIP_POLYGON], sigma)
+        opening = patch.fill(moved[_INNER_LIP_POLYGON])  # anti-aliased; the outline's blur softens the rest
         painted = opening * (1.0 - own_alpha)
         color += (cavity - color) * painted[..., None]
     patch.composite(color, patch.fill(outline, sigma))
