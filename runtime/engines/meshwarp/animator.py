@@ -543,15 +543,15 @@ def _close_eyelids(out: np.ndarray, region: np.ndarray, prepared: PreparedPortra
         map_x = np.broadcast_to(columns[None, :], map_y.shape).astype(np.float32)
         lid_skin = cv2.remap(np.ascontiguousarray(region), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         color = lid_skin.astype(np.float32)
-        # Where the lid now covers the eye it is skin: its own colour, shading towards the edge, with a
-        # little of the stretched texture for grain.
+        # Where the lid now covers the eye it is skin: its own colour, shading towards the edge (the
+        # stretched texture would streak).
         # The lid's own crease shadow and lashes, stretched down, would read as a still-open eye.
         lid_start = top + 0.5
         covering = np.clip(np.minimum(rows - lid_start, edge - rows) + 1.0, 0.0, 1.0) * inside[None, :] * min(1.0, 3 * blink)
         towards_edge = np.clip((rows - lid_start) / np.maximum(edge - lid_start, 1.0), 0.0, 1.0)
-        painted = skin * (1.0 - 0.12 * towards_edge)[..., None]
-        grain = color - cv2.GaussianBlur(color, (0, 0), 1.0)
-        color += (painted + 0.5 * grain - color) * (0.9 * covering)[..., None]
+        painted = skin * (1.0 - 0.15 * towards_edge**2)[..., None]
+        covering = cv2.GaussianBlur(covering.astype(np.float32), (0, 0), 0.6)  # no seam with the skin around
+        color += (painted - color) * (0.92 * covering)[..., None]
         # Lashes: a dark line along the lowered edge, growing with the closure.
         lash_width = max(1.0, 0.01 * face_height)
         lashes = np.clip(1.0 - np.abs(rows - edge) / lash_width, 0.0, 1.0) * inside[None, :] * min(1.0, 2 * blink)
