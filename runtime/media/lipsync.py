@@ -102,6 +102,21 @@ def frame_loudness_db(samples: np.ndarray, sample_rate: int, fps: float, frames:
     return levels
 
 
+def lag_correlations(openings: np.ndarray, loudness_db: np.ndarray, max_lag: int) -> dict[int, float]:
+    """Spearman rho of lip opening (frames,) against loudness (frames,) at lags -max_lag..max_lag
+    frames (positive: lips move after the sound); nan where fewer than 4 frames have a face."""
+    frames = len(openings)
+    correlations = {}
+    for lag in range(-max_lag, max_lag + 1):
+        # lips at frame t against sound at frame t - lag
+        lips = openings[max(lag, 0) : frames + min(lag, 0)]
+        sound = loudness_db[max(-lag, 0) : frames - max(lag, 0)]
+        valid = ~np.isnan(lips)
+        rho = spearmanr(lips[valid], sound[valid]).statistic if valid.sum() > 3 else float("nan")
+        correlations[lag] = float(rho)
+    return correlations
+
+
 def measure_lip_sync(path: Path, locator: FaceLocator | None = None, max_lag: int = 3) -> LipSyncReport:
     """Judge an mp4: correlations of lip opening with loudness at lags -max_lag..max_lag frames."""
     own_locator = locator is None
@@ -114,14 +129,7 @@ def measure_lip_sync(path: Path, locator: FaceLocator | None = None, max_lag: in
             locator.close()
     samples, sample_rate, audio_duration = read_audio(path)
     loudness = frame_loudness_db(samples, sample_rate, fps, len(frames))
-    correlations = {}
-    for lag in range(-max_lag, max_lag + 1):
-        # lips at frame t against sound at frame t - lag
-        lips = openings[max(lag, 0) : len(frames) + min(lag, 0)]
-        sound = loudness[max(-lag, 0) : len(frames) - max(lag, 0)]
-        valid = ~np.isnan(lips)
-        rho = spearmanr(lips[valid], sound[valid]).statistic if valid.sum() > 3 else float("nan")
-        correlations[lag] = float(rho)
+    correlations = lag_correlations(openings, loudness, max_lag)
     return LipSyncReport(
         frames=len(frames),
         fps=fps,

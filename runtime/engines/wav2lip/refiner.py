@@ -1,0 +1,200 @@
+"""The lip refiner: Wav2Lip re-draws the lower face of frames another backend made, from the speech.
+
+Per batch of frames: the face box from our MediaPipe locator (on every few frames, interpolated
+between; upstream used s3fd on each frame), the box padded downwards to take in the chin as
+upstream's default pads do, cropped and resized to 96 px, the network run on the device with each
+frame's 16-frame mel window, and its lower face pasted back through a feathered mask, so that
+everything above the nose and outside the face box keeps the backend's pixels exactly.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from ...media.audio import Speech, resample
+from ...media.landmarks import FaceLocator
+from .checkpoint import find_checkpoint, load_wav2lip
+from .mel import SAMPLE_RATE, mel_windows, melspectrogram
+from .network import Wav2Lip
+
+log = logging.getLogger(__name__)
+
+FACE_SIZE = 96  # px, the network's input and output side
+CHIN_PAD = 0.10  # box height added below the detected box (upstream pads 10 px at ~100 px faces)
+# The mask, as fractions of the face box: 0 above MASK_TOP, ramping to 1 by MASK_FULL (mouth and
+# chin), ramping back to 0 over the outer EDGE_FEATHER on the sides and the bottom.
+MASK_TOP, MASK_FULL = 0.52, 0.64
+EDGE_FEATHER = 0.12
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+@lru_cache(maxsize=64)
+def feather_mask(height: int, width: int) -> np.ndarray:
+    """(height, width, 1) float32 weights of the refined face inside a face box of that size: exactly
+    0 above MASK_TOP of its height and on its border, 1 over the mouth and chin, smooth between."""
+    rows = (np.arange(height, dtype=np.float32) + 0.5) / height
+    cols = (np.arange(width, dtype=np.float32) + 0.5) / width
+    vertical = _smoothstep((rows - MASK_TOP) / (MASK_FULL - MASK_TOP)) * _smoothstep((1 - rows) / (EDGE_FEATHER / 2))
+    horizontal = _smoothstep(cols / EDGE_FEATHER) * _smoothstep((1 - cols) / EDGE_FEATHER)
+    return (vertical[:, None] * horizontal[None, :])[:, :, None]
+
+
+def face_box(detected: Box, frame_shape: tuple[int, ...]) -> Box:
+    """The crop Wav2Lip sees: the detected box padded downwards by CHIN_PAD, clipped to the frame."""
+    x0, y0, x1, y1 = detected
+    height, width = frame_shape[:2]
+    return max(0, x0), max(0, y0), min(width, x1), min(height, int(round(y1 + CHIN_PAD * (y1 - y0))))
+
+
+@dataclass
+class RefineStats:
+    """What a refine() call did, for logs and /health."""
+
+    frames: int = 0
+    refined: int = 0  # frames with a face, re-drawn
+    no_face: int = 0  # frames passed through unchanged: no face found in or near them
+
+
+class LipRefiner:
+    """Wav2Lip over any backend's frames. Loads once; refine() runs per clip, not thread-safe."""
+
+    name = "wav2lip"
+
+    def __init__(
+        self,
+        network: Wav2Lip,
+        device: str,
+        locator: FaceLocator,
+        *,
+        checkpoint: str = "",
+        batch_size: int = 32,
+        detect_every: int = 5,
+    ):
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.network = network.to(self.device, self.dtype, memory_format=memory_format).eval()
+        self.memory_format = memory_format
+        self.locator = locator
+        self.checkpoint = checkpoint
+        self.batch_size = batch_size
+        self.detect_every = detect_every
+
+    @classmethod
+    def load(cls, models_dir: Path, device: str, locator: Optional[FaceLocator] = None, **options) -> "LipRefiner":
+        """From MODELS_DIR/wav2lip (wav2lip_gan.pth, else wav2lip.pth); CheckpointError if neither loads."""
+        path = find_checkpoint(Path(models_dir) / "wav2lip")
+        return cls(load_wav2lip(path), device, locator or FaceLocator(), checkpoint=path.name, **options)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "checkpoint": self.checkpoint, "device": self.device.type,
+                "dtype": str(self.dtype).removeprefix("torch."), "batch_size": self.batch_size}
+
+    @torch.inference_mode()
+    def predict(self, faces: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """faces (B, 96, 96, 3) RGB uint8, windows (B, 1, 80, 16) mel -> (B, 96, 96, 3) RGB float32 0-255."""
+        bgr = torch.from_numpy(np.ascontiguousarray(faces[..., ::-1])).to(self.device)
+        bgr = bgr.permute(0, 3, 1, 2).to(self.dtype) / 255.0
+        masked = bgr.clone()
+        masked[:, :, FACE_SIZE // 2:] = 0  # upstream blanks the lower half: the network must draw it
+        inputs = torch.cat((masked, bgr), dim=1).contiguous(memory_format=self.memory_format)
+        mel = torch.from_numpy(windows).to(self.device, self.dtype)
+        out = self.network(mel, inputs).float() * 255.0
+        return out.permute(0, 2, 3, 1).flip(-1).cpu().numpy()
+
+    def refine(self, frames: Iterable[np.ndarray], speech: Speech, fps: float,
+               stats: Optional[RefineStats] = None) -> Iterator[np.ndarray]:
+        """Refined frames, lazily, batch by batch: frames (H, W, 3) RGB uint8, the speech they go with
+        (any rate), fps. Frames past the speech's end get its last mel window, as upstream does."""
+        stats = stats if stats is not None else RefineStats()
+        mel = melspectrogram(resample(speech, SAMPLE_RATE).samples)
+        previous: Optional[Box] = None
+        batch: list[np.ndarray] = []
+        start = 0
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == self.batch_size:
+                refined, previous = self._refine_batch(batch, start, mel, fps, previous, stats)
+                yield from refined
+                start += len(batch)
+                batch = []
+        if batch:
+            refined, previous = self._refine_batch(batch, start, mel, fps, previous, stats)
+            yield from refined
+        if stats.no_face:
+            log.warning("lip refiner: no face on %d of %d frames; those kept the backend's pixels",
+                        stats.no_face, stats.frames)
+
+    def _refine_batch(self, frames: list[np.ndarray], start: int, mel: np.ndarray, fps: float,
+                      previous: Optional[Box], stats: RefineStats) -> tuple[list[np.ndarray], Optional[Box]]:
+        boxes = self.track_boxes(frames, previous)
+        stats.frames += len(frames)
+        with_face = [i for i, box in enumerate(boxes) if box is not None]
+        stats.refined += len(with_face)
+        stats.no_face += len(frames) - len(with_face)
+        if not with_face:
+            return frames, previous
+        crops = np.stack([
+            cv2.resize(frames[i][boxes[i][1]:boxes[i][3], boxes[i][0]:boxes[i][2]], (FACE_SIZE, FACE_SIZE))
+            for i in with_face
+        ])
+        predicted = self.predict(crops, mel_windows(mel, fps, [start + i for i in with_face]))
+        out = list(frames)
+        for face, i in zip(predicted, with_face):
+            out[i] = paste(frames[i], face, boxes[i])
+        return out, boxes[with_face[-1]]
+
+    def track_boxes(self, frames: list[np.ndarray], previous: Optional[Box]) -> list[Optional[Box]]:
+        """A face box per frame: detected on every `detect_every`-th frame and the last, linearly
+        interpolated between; frames before the first detection take `previous` (the last batch's)."""
+        probes = sorted(set(range(0, len(frames), self.detect_every)) | {len(frames) - 1})
+        found: dict[int, np.ndarray] = {}
+        for index in probes:
+            try:
+                found[index] = np.array(face_box(self.locator.detect_box(frames[index]), frames[index].shape), float)
+            except Exception:  # NoFaceError, or a face too small: keep the neighbours' boxes
+                continue
+        if not found:
+            return [previous] * len(frames)
+        known = sorted(found)
+        boxes: list[Optional[Box]] = []
+        for index in range(len(frames)):
+            if index <= known[0]:
+                box = found[known[0]] if previous is None else None
+                if box is None:  # between the last batch's box and this batch's first detection
+                    weight = (index + 1) / (known[0] + 1)
+                    box = (1 - weight) * np.array(previous, float) + weight * found[known[0]]
+            elif index >= known[-1]:
+                box = found[known[-1]]
+            else:
+                after = next(k for k in known if k >= index)
+                before = max(k for k in known if k <= index)
+                weight = 0.0 if after == before else (index - before) / (after - before)
+                box = (1 - weight) * found[before] + weight * found[after]
+            boxes.append(tuple(int(round(v)) for v in box))
+        return boxes
+
+
+def paste(frame: np.ndarray, face: np.ndarray, box: Box) -> np.ndarray:
+    """frame (H, W, 3) uint8 with `face` (96, 96, 3) float 0-255 resized into `box` through the
+    feathered mask; pixels where the mask is 0 are returned unchanged."""
+    x0, y0, x1, y1 = box
+    region = frame[y0:y1, x0:x1].astype(np.float32)
+    resized = cv2.resize(face, (x1 - x0, y1 - y0))
+    mask = feather_mask(y1 - y0, x1 - x0)
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(np.rint(region + mask * (resized - region)), 0, 255).astype(np.uint8)
+    return out
