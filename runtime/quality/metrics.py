@@ -44,7 +44,8 @@ def lip_sync(points: np.ndarray, samples: np.ndarray, sample_rate: int, fps: flo
     openings = lip_openings(points)
     frames = len(openings)
     motion = float(np.nanstd(openings)) if np.isfinite(openings).any() else float("nan")
-    result = {"mouth_motion": _round(motion), "correlation_at_0": None, "best_lag_frames": None,
+    # score: the correlation at lag 0, and 0 for a mouth that does not move, so that clips rank by it.
+    result = {"score": 0.0, "mouth_motion": _round(motion), "correlation_at_0": None, "best_lag_frames": None,
               "best_correlation": None, "correlations": {}}
     if not len(samples) or not np.isfinite(openings).sum() > 3:
         result["note"] = "no audio" if not len(samples) else "no face on enough frames"
@@ -59,7 +60,7 @@ def lip_sync(points: np.ndarray, samples: np.ndarray, sample_rate: int, fps: flo
     if finite:
         best = max(finite, key=finite.get)
         result.update(correlation_at_0=_round(correlations[0], 3), best_lag_frames=best,
-                      best_correlation=_round(finite[best], 3))
+                      best_correlation=_round(finite[best], 3), score=_round(np.nan_to_num(correlations[0]), 3))
     return result
 
 

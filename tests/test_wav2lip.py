@@ -1,0 +1,130 @@
+"""The Wav2Lip lip refiner: our network and front end against upstream's, the official checkpoint
+layout, and what the refiner does to a real meshwarp clip."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.engines.checkpoints import CheckpointError
+from runtime.engines.wav2lip import mel as wav2lip_mel
+from runtime.engines.wav2lip.checkpoint import load_wav2lip
+from runtime.engines.wav2lip.network import Wav2Lip
+from runtime.engines.wav2lip.refiner import LipRefiner, RefineStats, feather_mask
+from runtime.media.audio import resample
+
+from .quality_clips import decoded, meshwarp_frames, speak, write_clip
+from .quality_references import randomize, upstream_wav2lip, upstream_wav2lip_audio, write_wav2lip_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    models = tmp_path_factory.mktemp("models")
+    write_wav2lip_checkpoint(models / "wav2lip" / "wav2lip_gan.pth", seed=7)
+    return models
+
+
+def test_our_wav2lip_equals_upstream_network_on_shared_random_weights():
+    upstream = upstream_wav2lip()
+    if upstream is None:
+        pytest.skip("lipsync (test-only reference: pip install --no-deps lipsync) is not installed")
+    ours = randomize(Wav2Lip(), seed=1)
+    reference = upstream.Wav2Lip().eval()
+    reference.load_state_dict(ours.state_dict(), strict=True)  # same names, same shapes
+    generator = torch.Generator().manual_seed(2)
+    mel = torch.randn(3, 1, 80, 16, generator=generator) * 2
+    faces = torch.rand(3, 6, 96, 96, generator=generator)
+    with torch.no_grad():
+        expected, got = reference(mel, faces), ours(mel, faces)
+    assert got.shape == (3, 3, 96, 96)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0)
+    assert expected.std() > 1e-3  # the comparison saw a picture, not a constant
+
+
+def test_official_layout_checkpoint_loads_strictly(checkpoint_dir, tmp_path):
+    state = write_wav2lip_checkpoint(tmp_path / "wav2lip.pth", seed=3)
+    saved = torch.load(tmp_path / "wav2lip.pth", weights_only=True)
+    assert set(saved) == {"state_dict", "optimizer", "global_step", "global_epoch"}
+    assert all(key.startswith("module.") for key in saved["state_dict"])
+    network = load_wav2lip(tmp_path / "wav2lip.pth")
+    for key, value in network.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+    del saved["state_dict"]["module.output_block.1.bias"]
+    torch.save(saved, tmp_path / "incomplete.pth")
+    with pytest.raises(CheckpointError, match="output_block.1.bias"):
+        load_wav2lip(tmp_path / "incomplete.pth")
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "wav2lip.pth").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_wav2lip(tmp_path / "truncated.pth")
+
+
+def test_mel_front_end_matches_upstream_audio_py(monkeypatch):
+    reference = upstream_wav2lip_audio()
+    if reference is None:
+        pytest.skip("lipsync + librosa (test-only references) are not installed")
+    import librosa
+
+    # Upstream pins librosa 0.7, whose stft reflect-pads; newer librosa zero-pads by default.
+    monkeypatch.setattr(reference.librosa, "stft", functools.partial(librosa.stft, pad_mode="reflect"))
+    speech = speak("Hello there, this is a test of the mel front end.")
+    samples = resample(speech, 16000).samples
+    ours, theirs = wav2lip_mel.melspectrogram(samples), reference.melspectrogram(samples)
+    assert ours.shape == theirs.shape == (80, len(samples) // 200 + 1)
+    assert np.abs(ours - theirs).max() < 1e-4
+    assert ours.min() == -4.0 and ours.max() > 0  # silence floors at -4, speech rises above 0
+
+
+def test_mel_windows_use_upstreams_index_formula():
+    mel = np.arange(80 * 100, dtype=np.float32).reshape(80, 100)
+    windows = wav2lip_mel.mel_windows(mel, 25, [0, 1, 2, 5, 29, 40])
+    # upstream: start = int(i * 80 / fps), and the last full window once that runs past the end
+    starts = [0, 3, 6, 16, 84, 84]
+    assert windows.shape == (6, 1, 80, 16)
+    for window, start in zip(windows, starts):
+        assert np.array_equal(window[0], mel[:, start:start + 16])
+
+
+def test_refiner_on_meshwarp_output_keeps_frames_sync_identity_and_changes_only_masked_pixels(
+        checkpoint_dir, astronaut, face_locator, tmp_path):
+    from runtime.quality import QualityScorer
+
+    speech = speak("Good morning, how are you?")
+    frames = meshwarp_frames(astronaut, speech)
+    refiner = LipRefiner.load(checkpoint_dir, "cpu", face_locator, batch_size=16)
+    assert refiner.describe()["checkpoint"] == "wav2lip_gan.pth"
+    stats = RefineStats()
+    refined = list(refiner.refine(iter(frames), speech, 25, stats))
+
+    assert len(refined) == len(frames) and stats.refined == len(frames) and stats.no_face == 0
+    boxes = [box for start in range(0, len(frames), 16)
+             for box in refiner.track_boxes(frames[start:start + 16], None)]
+    changed_somewhere = False
+    for before, after, (x0, y0, x1, y1) in zip(frames, refined, boxes):
+        changed = np.any(before != after, axis=2)
+        inside = np.zeros(changed.shape, bool)
+        inside[y0:y1, x0:x1] = feather_mask(y1 - y0, x1 - x0)[:, :, 0] > 0
+        assert not np.any(changed & ~inside)  # nothing outside the feathered mask moved
+        changed_somewhere |= changed.any()
+    assert changed_somewhere  # and inside it the network drew something
+
+    original = write_clip(frames, speech, 25, tmp_path / "meshwarp.mp4")
+    path = write_clip(refined, speech, 25, tmp_path / "refined.mp4")
+    scorer = QualityScorer(face_locator)
+    report, before = scorer.score(path, astronaut), scorer.score(original, astronaut)
+    assert report["clip"]["frames"] == before["clip"]["frames"] == len(frames)
+    assert report["av_sync"]["duration_difference_s"] == before["av_sync"]["duration_difference_s"] == 0
+    assert report["av_sync"]["audio_start_offset_ms"] == before["av_sync"]["audio_start_offset_ms"]
+    # random weights paint a grey mouth; the upper face, the identity, stays the portrait's
+    assert report["identity"]["similarity_mean"] > 0.95
+    assert report["identity"]["similarity_mean"] > before["identity"]["similarity_mean"] - 0.02
+    decoded_frames, _, fps = decoded(path)
+    assert len(decoded_frames) == len(frames) and fps == 25
+
+
+def test_refiner_without_weights_says_what_is_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="wav2lip_gan.pth or wav2lip.pth"):
+        LipRefiner.load(tmp_path, "cpu", locator=object())
