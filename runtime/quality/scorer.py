@@ -30,7 +30,7 @@ class QualityScorer:
     def __init__(self, locator: FaceLocator, syncnet=None, syncnet_unavailable: str = "", max_seconds: float = 120.0):
         self.locator = locator
         self.syncnet = syncnet
-        self.syncnet_unavailable = syncnet_unavailable
+        self.syncnet_unavailable = syncnet_unavailable or ("" if syncnet else "no SyncNet was loaded")
         self.max_seconds = max_seconds
 
     @classmethod
