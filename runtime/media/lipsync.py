@@ -108,6 +108,9 @@ def lag_correlations(openings: np.ndarray, loudness_db: np.ndarray, max_lag: int
     frames = len(openings)
     correlations = {}
     for lag in range(-max_lag, max_lag + 1):
+        if abs(lag) >= frames:  # a clip shorter than the lag has nothing to compare
+            correlations[lag] = float("nan")
+            continue
         # lips at frame t against sound at frame t - lag
         lips = openings[max(lag, 0) : frames + min(lag, 0)]
         sound = loudness_db[max(-lag, 0) : frames - max(lag, 0)]

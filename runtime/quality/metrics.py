@@ -54,7 +54,7 @@ def lip_sync(points: np.ndarray, samples: np.ndarray, sample_rate: int, fps: flo
         result["note"] = "the mouth does not move"
         return result
     loudness = frame_loudness_db(samples, sample_rate, fps, frames)
-    correlations = lag_correlations(openings, loudness, MAX_LAG)
+    correlations = lag_correlations(openings, loudness, min(MAX_LAG, frames // 2))
     finite = {lag: rho for lag, rho in correlations.items() if np.isfinite(rho)}
     result["correlations"] = {str(lag): _round(rho, 3) for lag, rho in correlations.items()}
     if finite:
