@@ -422,8 +422,9 @@ class _Patch:
 
 def _curve_at(columns: np.ndarray, curve: np.ndarray) -> np.ndarray:
     """y of a curve (n, 2) at each x of columns, holding its end values beyond its corners."""
-    order = np.argsort(curve[:, 0], kind="stable")
-    return np.interp(columns, curve[order, 0], curve[order, 1]).astype(np.float32)
+    if curve[0, 0] > curve[-1, 0]:  # listed right to left (a face seen upside down)
+        curve = curve[::-1]
+    return np.interp(columns, curve[:, 0], curve[:, 1])
 
 
 def _composite_mouth(warped: np.ndarray, region: np.ndarray, moved: np.ndarray, prepared: PreparedPortrait) -> None:
