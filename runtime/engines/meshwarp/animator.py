@@ -36,6 +36,7 @@ _INVERSION_STEPS = 2  # fixed-point steps that turn the forward field into the b
 _OPEN_INTERIOR = 0.012  # a lip gap above this (face heights) shows an inside worth keeping
 SPEECH_HOLD_S = 0.25  # a silence shorter than twice this is a breath inside speech, not a pause
 _VOICED_LOUDNESS = 0.25  # speech_motion's loudness (0..1) above which a frame is speech
+_TEETH_OVER_LIPS = 1.2  # teeth are at least this much brighter than the lips around them
 _CAVITY_MEETS = 0.015  # a dark band taller than this between the teeth means the jaw is open
 _INNER_LIP_POLYGON = lm.INNER_LIP_UPPER + lm.INNER_LIP_LOWER[-2:0:-1]
 _TEETH_COLOR = np.array([238, 228, 210], np.float32)
@@ -56,6 +57,8 @@ class MouthInterior:
     shows_inside: bool  # lips apart far enough to keep what is between them
     split: float  # 0..1 down the opening: above hangs from the upper lip, below rides on the lower
     jaw_open: bool  # a dark cavity between the teeth: the mouth is open, not a smile with teeth together
+    shows_teeth: bool  # something much brighter than the lips between them
+    greyscale: bool  # a black-and-white portrait: what is painted is grey too
     lip_color: np.ndarray  # (3,) float32, median colour of the lips
 
 
@@ -74,7 +77,7 @@ class PreparedPortrait:
     base_map: np.ndarray  # (h, w, 2) float32, identity sampling coordinates of the region
     motion_matte: np.ndarray  # (h, w) float32: where pixels may move (0 outside head and neck)
     source_lip_gap: float  # inner-lip opening of the portrait, face heights
-    rest_lip_gap: float  # opening in a pause: the portrait's own unless its jaw is open
+    rest_lip_gap: float  # opening in a pause: the portrait's own when it shows teeth with the jaw closed, else 0
     mouth: MouthInterior
     lid_band_tops: tuple[np.ndarray, ...]  # (7,) per eye: top of the skin a blink may move (crease or below a rim)
     lid_colors: tuple[np.ndarray, ...]  # (3,) float32 per eye: the lid's skin colour
@@ -156,8 +159,9 @@ def _mouth_interior(region: np.ndarray, face: FaceLandmarks) -> MouthInterior:
     upper, lower = face.points[lm.INNER_LIP_UPPER], face.points[lm.INNER_LIP_LOWER]
     gap = face.lip_gap()
     color = _lip_color(region, face)
+    greyscale = bool(np.abs(region[::4, ::4].astype(np.int16) - region[::4, ::4, :1]).max() <= 2)
     if gap < _OPEN_INTERIOR:
-        return MouthInterior(upper, lower, False, 0.5, False, color)
+        return MouthInterior(upper, lower, False, 0.5, False, False, greyscale, color)
     xs = np.linspace(upper[0, 0], upper[-1, 0], 41)[10:31]  # the middle half, corner to corner
     steps = np.linspace(0.0, 1.0, 17)
     top, bottom = _curve_at(xs, upper), _curve_at(xs, lower)
@@ -173,7 +177,11 @@ def _mouth_interior(region: np.ndarray, face: FaceLandmarks) -> MouthInterior:
     split = float((end + 1) / (len(profile) + 1)) if first < len(profile) // 2 else 0.0
     dark_share = float(np.mean(profile < 0.45 * profile.max()))
     jaw_open = dark_share * gap > _CAVITY_MEETS
-    return MouthInterior(upper, lower, True, split, jaw_open, color)
+    shows_teeth = bool(profile.max() > _TEETH_OVER_LIPS * float(_luminance(color[None])[0]))
+    # Lips parted on nothing but shadow (or a mesh that parts them where the photo does not) have no
+    # inside worth keeping: they are treated as closed, and an opening is painted.
+    shows_inside = shows_teeth or jaw_open
+    return MouthInterior(upper, lower, shows_inside, split, jaw_open, shows_teeth, greyscale, color)
 
 
 def _eyelids(region: np.ndarray, face: FaceLandmarks) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], bool]:
@@ -317,7 +325,8 @@ class MeshWarpAnimator:
             base_map=np.stack([xs, ys], axis=-1),
             motion_matte=cv2.resize(coarse_matte, (width, height), interpolation=cv2.INTER_LINEAR),
             source_lip_gap=source_gap,
-            rest_lip_gap=0.0 if mouth.jaw_open else source_gap,
+            # A smile keeps its teeth in pauses; lips parted on darkness (or an open jaw) close.
+            rest_lip_gap=source_gap if mouth.shows_teeth and not mouth.jaw_open else 0.0,
             mouth=mouth,
             lid_band_tops=lid_tops,
             lid_colors=lid_colors,
@@ -483,8 +492,8 @@ def _composite_mouth(warped: np.ndarray, region: np.ndarray, moved: np.ndarray, 
 
 def _painted_cavity(patch: "_Patch", rows: np.ndarray, top: np.ndarray, bottom: np.ndarray, across: np.ndarray,
                     gap: float, mouth_width: float, face_height: float, mouth: MouthInterior) -> np.ndarray:
-    """(h, w, 3) float32 inside of a mouth: dark towards the back, a tongue low in the middle once open,
-    and, for a portrait that showed no teeth, lit upper teeth (lower ones barely) with the gaps
+    """(h, w, 3) float32 inside of a mouth: dark towards the back, a tongue low in the middle once open
+    (grey in a black-and-white portrait), and, for a portrait that showed no teeth, lit upper teeth (lower ones barely) with the gaps
     between them. rows: (h, 1) region y; top, bottom, across: (w,) per column."""
     depth = np.clip((rows - top) / np.maximum(bottom - top, 1.0), 0.0, 1.0)  # 0 upper lip .. 1 lower lip
     sideways = np.abs(across - 0.5)[None, :] * 2  # 0 centre .. 1 corners
@@ -500,7 +509,7 @@ def _painted_cavity(patch: "_Patch", rows: np.ndarray, top: np.ndarray, bottom: 
         tongue *= np.clip((0.97 - depth) / 0.08, 0.0, 1.0)
         tongue_color = mouth.lip_color * _TONGUE_TINT * (0.22 + 0.12 * depth[..., None])
         interior += (tongue_color - interior) * (0.7 * tongue)[..., None]
-    if not mouth.shows_inside:
+    if not mouth.shows_teeth:
         teeth_height = min(0.4 * gap, 0.03 * face_height)
         tooth_width = max(mouth_width / 9.0, 1.0)
         boundary = np.abs(((patch.columns() - patch.columns().mean()) / tooth_width + 0.5) % 1.0 - 0.5)
@@ -514,6 +523,8 @@ def _painted_cavity(patch: "_Patch", rows: np.ndarray, top: np.ndarray, bottom: 
             lower_height = 0.25 * teeth_height
             lower_teeth = np.clip((rows - (bottom - lower_height)) + 0.5, 0.0, 1.0) * np.clip(1.0 - sideways * 1.4, 0, 1)
             interior += (_TEETH_COLOR * 0.6 * teeth_shade - interior) * (0.55 * lower_teeth)[..., None]
+    if mouth.greyscale:
+        interior = np.repeat(_luminance(interior)[..., None], 3, axis=-1)
     return interior
 
 
