@@ -252,18 +252,24 @@ def test_small_face_is_enlarged_and_a_tiny_one_refused(astronaut):
         locator.close()
 
 
-def test_a_real_black_and_white_photo_in_three_quarter_view_talks(animator, speech_with_pauses, tmp_path):
+def test_a_real_black_and_white_photo_in_three_quarter_view_talks(animator, tmp_path):
     """skimage's cameraman: a real photograph, greyscale, face turned away, mouth half hidden."""
     from skimage.data import camera
 
+    from runtime.config import Settings
+    from runtime.device import DeviceChoice
     from runtime.media.audio import frame_count, pad_to_frames
+    from runtime.tts.piper_engine import PiperEngine
     from runtime.media.encode import encode_mp4
     from runtime.media.lipsync import measure_lip_sync
 
     photo = np.repeat(camera()[..., None], 3, axis=-1)
     prepared = animator.prepare(photo)
     assert prepared.mouth.greyscale and not prepared.mouth.shows_teeth
-    speech = pad_to_frames(speech_with_pauses, 25)
+    tts = PiperEngine.load(Settings(), DeviceChoice("cpu", "test", False))
+    speech = pad_to_frames(tts.synthesize(
+        "Look, this is my own photo. I took it last summer, on a long walk by the sea, and I still like it a lot."
+    ), 25)
     frames = animator.frames(prepared, face_motion(speech, 25))
     wide = animator.render(prepared, weights(prepared, MAX_LIP_GAP))
     assert np.array_equal(wide[..., 0], wide[..., 2])  # the painted mouth is grey too
