@@ -1,6 +1,7 @@
 """Every environment variable the service reads, typed, in one place."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -8,6 +9,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+# Names the .env file Settings reads (default: PROJECT_DIR/.env); empty = none. Tests set it empty
+# so that a developer's own .env never changes what they test.
+ENV_FILE_VARIABLE = "AVATAR_ENV_FILE"
 
 AvatarBackendName = Literal["auto", "liveportrait", "sadtalker", "meshwarp"]
 TTSEngineName = Literal["auto", "piper", "coqui"]
@@ -15,9 +20,14 @@ DeviceName = Literal["cuda", "mps", "cpu"]
 
 
 class Settings(BaseSettings):
-    """Read from the environment (and `.env` in the working directory); names are case-insensitive."""
+    """Read from the environment, then from `.env` in the project root (not the working directory,
+    so the service reads the same file wherever it is started); names are case-insensitive."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    def __init__(self, **values):
+        values.setdefault("_env_file", env_file())
+        super().__init__(**values)
 
     # Backends and device
     avatar_backend: AvatarBackendName = "auto"
@@ -71,6 +81,14 @@ class Settings(BaseSettings):
     x264_crf: int = Field(20, ge=0, le=51)
 
     default_avatar: Path = PACKAGE_DIR / "assets" / "default_avatar.png"
+
+
+def env_file() -> Optional[Path]:
+    """The .env file to read: AVATAR_ENV_FILE if set (empty: none), else the project root's."""
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if named is None:
+        return PROJECT_DIR / ".env"
+    return Path(named) if named else None
 
 
 def load_settings(**overrides) -> Settings:

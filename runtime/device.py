@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from .config import Settings
@@ -15,6 +14,13 @@ class DeviceChoice:
     name: str  # "cuda" | "mps" | "cpu"
     reason: str
     torch_available: bool
+    cuda_available: bool = False  # torch sees a CUDA device (whether or not USE_CUDA allows it)
+
+    def describe(self, settings: Settings) -> dict:
+        """The device's real state for /health: what was chosen, what exists, what USE_CUDA allows."""
+        return {"selected": self.name, "reason": self.reason, "requested": settings.device,
+                "torch_available": self.torch_available, "cuda_available": self.cuda_available,
+                "cuda_allowed": settings.use_cuda}
 
 
 def _torch():
@@ -27,9 +33,6 @@ def _torch():
 
 def select_device(settings: Settings) -> DeviceChoice:
     """cuda if present and allowed (USE_CUDA), else mps, else cpu; DEVICE forces one and must exist."""
-    if settings.pytorch_enable_mps_fallback:
-        # Must be set before torch runs an op on mps: ops mps lacks then run on the cpu instead of raising.
-        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     torch = _torch()
     cuda_ok = bool(torch is not None and torch.cuda.is_available())
     mps_ok = bool(torch is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
@@ -41,15 +44,15 @@ def select_device(settings: Settings) -> DeviceChoice:
             if settings.device == "cuda" and cuda_ok and not settings.use_cuda:
                 why = "USE_CUDA=false forbids it"
             raise RuntimeError(f"DEVICE={settings.device} was requested but is not available: {why}")
-        return DeviceChoice(settings.device, "DEVICE", torch is not None)
+        return DeviceChoice(settings.device, "DEVICE", torch is not None, cuda_ok)
     if cuda_ok and settings.use_cuda:
-        return DeviceChoice("cuda", f"cuda available ({torch.cuda.get_device_name(0)})", True)
+        return DeviceChoice("cuda", f"cuda available ({torch.cuda.get_device_name(0)})", True, True)
     if mps_ok:
-        return DeviceChoice("mps", "mps available", True)
+        return DeviceChoice("mps", "mps available", True, cuda_ok)
     if torch is None:
         reason = "torch not installed (light install)"
     elif cuda_ok:
         reason = "USE_CUDA=false"
     else:
         reason = "no cuda or mps device"
-    return DeviceChoice("cpu", reason, torch is not None)
+    return DeviceChoice("cpu", reason, torch is not None, cuda_ok)

@@ -13,20 +13,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from .config import Settings
-from .device import DeviceChoice
-from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError
+from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError, UserInputError
 from .media.audio import Speech, decode_audio, frame_count, pad_to_frames
 from .media.encode import encode_mp4
-from .media.portrait import load_portrait_file
-from .models.base import AnimationOptions, AvatarBackend
-from .models.factory import BackendSelection
+from .media.portrait import decode_portrait, load_portrait_file
+from .models.base import AnimationOptions, AvatarBackend, BackendOptions
 from .tts.base import TTSEngine
-from .tts.factory import TTSSelection
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +35,24 @@ def new_request_id() -> str:
 
 @dataclass
 class GenerationRequest:
-    """A validated request; image and audio are still undecoded file bytes."""
+    """What a client asked for, in the pipeline's terms; image and audio are still undecoded file
+    bytes. The pipeline checks it (text, fps, backend options) and decodes it, once.
+
+    backend_options: knobs for the loaded backend, validated by its own schema (unknown ones refused).
+    seed_options: the seed body's top-level backend knobs (pose_style, size), applied where the
+    loaded backend takes them and ignored elsewhere, as the seed did.
+    """
 
     text: str = ""
     image: Optional[bytes] = None
     audio: Optional[bytes] = None
     speaker_wav: Optional[bytes] = None
     voice: Optional[str] = None
-    fps: int = 25
-    options: AnimationOptions = field(default_factory=AnimationOptions)
+    fps: Optional[int] = None  # None: Settings.default_fps
+    still: bool = False  # keep the head still (no sway or nods)
+    expression_scale: float = 1.0  # multiplies the speech-driven expression
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    seed_options: dict[str, Any] = field(default_factory=dict)
     request_id: str = field(default_factory=new_request_id)
 
 
@@ -113,21 +119,12 @@ class _TimedFrames:
 
 
 class GenerationService:
-    def __init__(
-        self,
-        settings: Settings,
-        device: DeviceChoice,
-        tts: TTSEngine,
-        tts_selection: TTSSelection,
-        avatar: AvatarBackend,
-        avatar_selection: BackendSelection,
-    ):
+    """Runs requests through a loaded TTS engine and avatar backend (interfaces, not factories)."""
+
+    def __init__(self, settings: Settings, tts: TTSEngine, avatar: AvatarBackend):
         self.settings = settings
-        self.device = device
         self.tts = tts
-        self.tts_selection = tts_selection
         self.avatar = avatar
-        self.avatar_selection = avatar_selection
         self._device_lock = threading.Lock()  # one generation on the device at a time
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -139,14 +136,19 @@ class GenerationService:
     def pending(self) -> int:
         return self._pending
 
+    def describe(self) -> dict:
+        """The pipeline's part of /health: its queue and what it has done."""
+        return {
+            "queue": {"pending": self._pending, "limit": self.settings.max_pending_requests},
+            "requests": {"completed": self.completed, "failed": self.failed},
+        }
+
     def default_portrait(self) -> np.ndarray:
         if self._default_portrait is None:
             self._default_portrait = load_portrait_file(self.settings.default_avatar, self.settings.max_output_side)
         return self._default_portrait
 
     def _portrait(self, request: GenerationRequest) -> np.ndarray:
-        from .media.portrait import decode_portrait
-
         if request.image is None:
             return self.default_portrait()
         s = self.settings
@@ -154,13 +156,18 @@ class GenerationService:
             request.image, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, max_output_side=s.max_output_side
         )
 
-    def _check_text(self, request: GenerationRequest) -> None:
-        """The cheap checks, before any decoding: text within the limit, and something to say."""
+    def _check(self, request: GenerationRequest) -> tuple[int, BackendOptions]:
+        """The cheap checks, before any decoding or queueing: text within the limit and something to
+        say, fps within the limit, options the loaded backend takes. Returns the fps and those options."""
         limit = self.settings.max_text_chars
         if len(request.text) > limit:
             raise InvalidTextError(f"text is {len(request.text)} characters; the limit is {limit}")
         if request.audio is None and not request.text.strip():
             raise InvalidTextError("text is empty; send text to speak, or audio")
+        fps = request.fps or self.settings.default_fps
+        if fps > self.settings.max_fps:
+            raise UserInputError(f"fps is {fps}; the limit is {self.settings.max_fps}", error="invalid_request")
+        return fps, self.avatar.parse_options(request.backend_options, request.seed_options)
 
     def _speech(self, request: GenerationRequest) -> Speech:
         s = self.settings
@@ -182,13 +189,13 @@ class GenerationService:
 
     def generate(self, request: GenerationRequest, workdir: Optional[Path] = None) -> GenerationResult:
         """Run the whole job (blocking). Raises UserInputError for bad input, ServiceBusyError when full."""
-        self._check_text(request)  # bad text is a 4xx even when the queue is full
+        fps, backend_options = self._check(request)  # bad input is a 4xx even when the queue is full
         with self._pending_lock:
             if self._pending >= self.settings.max_pending_requests:
                 raise ServiceBusyError(f"{self._pending} requests are already waiting; try again shortly")
             self._pending += 1
         try:
-            result = self._generate(request, workdir)
+            result = self._generate(request, fps, backend_options, workdir)
             self.completed += 1
             return result
         except BaseException:
@@ -198,22 +205,24 @@ class GenerationService:
             with self._pending_lock:
                 self._pending -= 1
 
-    def _generate(self, request: GenerationRequest, workdir: Optional[Path]) -> GenerationResult:
+    def _generate(self, request: GenerationRequest, fps: int, backend_options: BackendOptions,
+                  workdir: Optional[Path]) -> GenerationResult:
         started = time.perf_counter()
         portrait = self._portrait(request)
         speech = self._speech(request)  # TTS runs outside the device lock: it uses the CPU
         tts_done = time.perf_counter()
-        speech = pad_to_frames(speech, request.fps)
-        expected = frame_count(speech.duration, request.fps)
+        speech = pad_to_frames(speech, fps)
+        frames_expected = frame_count(speech.duration, fps)  # the one count the backend and the encoder share
         workdir = workdir or Path(tempfile.mkdtemp(prefix="avatar-"))
         path = workdir / f"{request.request_id}.mp4"
         with self._device_lock:
             waited = time.perf_counter()
-            frames = _TimedFrames(self.avatar.animate(portrait, speech, request.fps, request.options))
+            options = AnimationOptions(still=request.still, expression_scale=request.expression_scale)
+            frames = _TimedFrames(self.avatar.animate(portrait, speech, fps, frames_expected, options, backend_options))
             try:
                 encoded = encode_mp4(
-                    frames, speech, request.fps, path,
-                    preset=self.settings.x264_preset, crf=self.settings.x264_crf, expected_frames=expected,
+                    frames, speech, fps, path,
+                    preset=self.settings.x264_preset, crf=self.settings.x264_crf, expected_frames=frames_expected,
                 )
             finally:
                 frames.close()
@@ -227,35 +236,18 @@ class GenerationService:
             "total": finished - started,
         }
         log.info(
-            "request %s: %d frames (%.2f s) with %s in %.2f s (tts %.2f, animation %.2f, encoding %.2f)",
-            request.request_id, encoded.frames, encoded.duration, self.avatar.name, seconds["total"],
+            "request %s: %s, %d frames (%.2f s of video) in %.2f s (tts %.2f, animation %.2f, encoding %.2f)",
+            request.request_id, self.avatar.name, encoded.frames, encoded.duration, seconds["total"],
             seconds["tts"], seconds["animation"], seconds["encoding"],
         )
         return GenerationResult(
             path=path,
             request_id=request.request_id,
             backend=self.avatar.name,
-            tts_engine=self.tts_selection.loaded,
+            tts_engine=self.tts.name,
             frames=encoded.frames,
             duration=encoded.duration,
             width=encoded.width,
             height=encoded.height,
             seconds=seconds,
         )
-
-    def health(self) -> dict:
-        """The seed's /health shape, plus detail."""
-        return {
-            "status": "healthy",
-            "device": self.device.name,
-            "avatar_backend": self.avatar.name,
-            "models": {"tts": True, "avatar": True, "avatar_backend": self.avatar.name},
-            "detail": {
-                "device": {"selected": self.device.name, "reason": self.device.reason,
-                           "requested": self.settings.device, "use_cuda": self.settings.use_cuda},
-                "avatar": {**self.avatar_selection.as_dict(), **self.avatar.describe()},
-                "tts": {**self.tts_selection.as_dict(), **self.tts.describe()},
-                "queue": {"pending": self._pending, "limit": self.settings.max_pending_requests},
-                "requests": {"completed": self.completed, "failed": self.failed},
-            },
-        }

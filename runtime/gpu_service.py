@@ -5,8 +5,8 @@ Run: `uvicorn runtime.gpu_service:create_app --factory --port 8001` or `python -
 from __future__ import annotations
 
 import logging
-import sys
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Optional
 
 from fastapi import FastAPI, Request
@@ -15,26 +15,52 @@ from fastapi.responses import JSONResponse
 
 from .api.routes import router
 from .config import Settings, load_settings
-from .device import select_device
+from .device import DeviceChoice, select_device
 from .errors import ServiceBusyError, UserInputError
 from .generation import GenerationService, new_request_id
-from .models.factory import load_avatar_backend
-from .tts.factory import load_tts_engine
+from .models.factory import BackendSelection, load_avatar_backend
+from .process import configure_process
+from .tts.factory import TTSSelection, load_tts_engine
 
 log = logging.getLogger("runtime.gpu_service")
 
-LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+@dataclass
+class LoadedService:
+    """What start-up loaded, and how it was chosen: the pipeline plus what /health reports."""
+
+    settings: Settings
+    device: DeviceChoice
+    tts_selection: TTSSelection
+    avatar_selection: BackendSelection
+    generation: GenerationService
+
+    def health(self) -> dict:
+        """The seed's /health shape, plus detail from the device, the factories and the pipeline."""
+        pipeline = self.generation
+        return {
+            "status": "healthy",
+            "device": self.device.name,
+            "avatar_backend": pipeline.avatar.name,
+            "models": {"tts": True, "avatar": True, "avatar_backend": pipeline.avatar.name},
+            "detail": {
+                "device": self.device.describe(self.settings),
+                "avatar": {**self.avatar_selection.as_dict(), "options": sorted(pipeline.avatar.options_model.model_fields),
+                           **pipeline.avatar.describe()},
+                "tts": {**self.tts_selection.as_dict(), **pipeline.tts.describe()},
+                **pipeline.describe(),
+            },
+        }
 
 
-def build_service(settings: Settings) -> GenerationService:
+def build_service(settings: Settings) -> LoadedService:
     """Everything /generate needs, loaded once: device, TTS engine, avatar backend."""
     device = select_device(settings)
     log.info("Device: %s (%s)", device.name, device.reason)
     tts, tts_selection = load_tts_engine(settings, device)
     log.info("TTS: %s, voice %s", tts.name, tts.default_voice)
     avatar, avatar_selection = load_avatar_backend(settings, device)
-    log.info("Avatar backend: %s", avatar.name)
-    return GenerationService(settings, device, tts, tts_selection, avatar, avatar_selection)
+    return LoadedService(settings, device, tts_selection, avatar_selection, GenerationService(settings, tts, avatar))
 
 
 def _error(status: int, error: str, detail: str, request: Request) -> JSONResponse:
@@ -47,16 +73,12 @@ def _error(status: int, error: str, detail: str, request: Request) -> JSONRespon
 
 def create_app(settings: Optional[Settings] = None) -> FastAPI:
     settings = settings or load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    # The renderer thread and the encoder thread of a request hand the GIL back and forth around
-    # every C call; at CPython's default 5 ms switch interval each hand-over can stall the other
-    # for 5 ms (the convoy effect), which starved the GPU between batches. 0.5 ms bounds the stall.
-    sys.setswitchinterval(0.0005)
+    configure_process(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.service = build_service(settings)
-        log.info("Ready on port %d", settings.port)
+        log.info("Ready: http://%s:%d", settings.host, settings.port)
         yield
 
     app = FastAPI(
@@ -78,6 +100,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
 
     @app.exception_handler(UserInputError)
     async def user_input_error(request: Request, exc: UserInputError):
+        log.info("request %s: %d %s", getattr(request.state, "request_id", "?"), exc.status_code, exc.error)
         return _error(exc.status_code, exc.error, exc.detail, request)
 
     @app.exception_handler(RequestValidationError)
@@ -91,8 +114,11 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
-        log.exception("request %s failed", getattr(request.state, "request_id", "?"))
-        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}", request)
+        request_id = getattr(request.state, "request_id", "?")
+        log.exception("request %s failed", request_id)
+        # The exception's text can hold paths and object reprs: it goes to the log, not to the client.
+        return _error(500, "internal_error", f"internal error; the server log has the details under request {request_id}",
+                      request)
 
     return app
 
@@ -101,7 +127,8 @@ def main() -> None:
     import uvicorn
 
     settings = load_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    app = create_app(settings)  # configures logging; uvicorn keeps its hands off it (log_config=None)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 
 from bench_tts import measure_tts  # noqa: E402  (scripts/ is on the path when run as a script)
-from runtime.launch import start_server  # noqa: E402
+from local_service import local_service  # noqa: E402
 
 TEN_SECONDS_OF_SPEECH = (
     "Good morning, and welcome to the show. Today we are going to talk about the mountains of the north, "
@@ -40,9 +40,8 @@ def main() -> None:
     parser.add_argument("--text", default=TEN_SECONDS_OF_SPEECH)
     args = parser.parse_args()
 
-    server = nullcontext(None) if args.url else start_server()
-    with server as running:
-        url = args.url or running.url
+    server = nullcontext(args.url) if args.url else local_service()
+    with server as url:
         with httpx.Client(base_url=url, timeout=600) as client:
             backend = client.get("/health").json()["avatar_backend"]
             client.post("/generate", json={"text": "Warm up the caches."}).raise_for_status()

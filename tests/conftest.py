@@ -1,11 +1,25 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from runtime.config import PACKAGE_DIR
+from runtime.config import ENV_FILE_VARIABLE, PACKAGE_DIR
 
 from .server import RunningServer, start_server
+
+# Settings built in this process never read a developer's .env (servers get the same in start_server).
+os.environ[ENV_FILE_VARIABLE] = ""
+
+TIERS = ("unit", "equivalence", "service", "packaging", "gpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test names its tier (a module-level `pytestmark`), so `-m` selections miss none."""
+    untiered = [item.nodeid for item in items if not any(item.get_closest_marker(tier) for tier in TIERS)]
+    if untiered:
+        raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}): {untiered[:10]}")
 
 
 @pytest.fixture(scope="session")

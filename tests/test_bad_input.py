@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from .server import png_base64, start_server
+
+pytestmark = pytest.mark.service
 
 
 def _png_header_claiming(width: int, height: int) -> bytes:
@@ -17,6 +20,9 @@ def _png_header_claiming(width: int, height: int) -> bytes:
     Image.new("L", (width, height)).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
+
+PYTHON_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>|\bErrno\b")
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(])/(?:[\w.-]+/)+")
 
 BAD_REQUESTS = {
     "empty text": ({"text": ""}, 422, "invalid_text"),
@@ -33,6 +39,9 @@ BAD_REQUESTS = {
     "audio not audio": ({"text": "hi", "audio": base64.b64encode(b"RIFF....WAVEfmt garbage" * 30).decode()}, 422, "invalid_audio"),
     "audio not base64": ({"audio": "%%%"}, 422, "invalid_audio"),
     "unknown voice": ({"text": "hi", "voice": "nobody"}, 422, "unknown_voice"),
+    "fps over the server's limit": ({"text": "hi", "fps": 500}, 422, "invalid_request"),
+    "option the backend does not take": ({"text": "hi", "backend_options": {"pose_style": 3}}, 422, "invalid_request"),
+    "backend options not an object": ({"text": "hi", "backend_options": [3]}, 422, "invalid_request"),
 }
 
 
@@ -62,6 +71,7 @@ def test_bad_input_is_a_named_4xx_and_the_next_request_works(small_limits_server
         body = response.json()
         assert body["error"] == error, body
         assert body["detail"]
+        assert not PYTHON_REPR.search(body["detail"]) and not ABSOLUTE_PATH.search(body["detail"]), body
         assert len(body["request_id"]) == 16 and response.headers["x-request-id"] == body["request_id"]
     assert small_limits_server.alive()
 

@@ -1,10 +1,13 @@
 """Requests that pile up wait their turn; none is lost, none crashes the server."""
 from __future__ import annotations
 
+import pytest
 from concurrent.futures import ThreadPoolExecutor
 
 import av
 import io
+
+pytestmark = pytest.mark.service
 
 
 def test_eight_concurrent_requests_all_succeed(default_server):

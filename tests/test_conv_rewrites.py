@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from runtime.engines.liveportrait.conv_rewrites import RewrittenConv, _phase_plan
 
+pytestmark = pytest.mark.unit
+
 TOLERANCE = 1e-5  # fp32: the rewrites only reorder sums
 
 

@@ -18,6 +18,8 @@ from runtime.tts.factory import load_tts_engine
 
 from .server import REPO, start_server
 
+pytestmark = pytest.mark.service
+
 CPU = DeviceChoice("cpu", "test", torch_available=False)
 XTTS = "tts_models/multilingual/multi-dataset/xtts_v2"
 VITS = "tts_models/en/ljspeech/vits"

@@ -28,7 +28,7 @@ SPEAKERS = ["alice", "bob"]
 CLONING_SPEAKERS = ["carol", "dave"]
 TEXT = "Hello there, I speak with a Coqui voice."
 
-pytestmark = pytest.mark.skipif(os.environ.get("SKIP_COQUI_TESTS") == "1", reason="SKIP_COQUI_TESTS=1")
+pytestmark = [pytest.mark.packaging, pytest.mark.skipif(os.environ.get("SKIP_COQUI_TESTS") == "1", reason="SKIP_COQUI_TESTS=1")]
 
 
 def _run(args: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:

@@ -25,6 +25,8 @@ from dotenv import dotenv_values
 
 from runtime.config import Settings
 
+pytestmark = pytest.mark.packaging
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile.gpu-service"
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -8,6 +8,8 @@ import pytest
 
 from .server import REPO, save_mp4, start_server
 
+pytestmark = pytest.mark.service
+
 
 def test_liveportrait_without_weights_falls_back_and_still_generates(tmp_path):
     empty = tmp_path / "models"

@@ -17,6 +17,8 @@ from runtime.media.speech_motion import face_motion
 
 from .liveportrait_checkpoints import EVERY_REWRITE, shared_random_models_dir
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def face_points(astronaut, face_locator) -> np.ndarray:

@@ -17,7 +17,7 @@ from runtime.engines.liveportrait.keypoints import SourceMotion
 
 from .liveportrait_checkpoints import EVERY_REWRITE
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 MEAN_TOLERANCE = 2e-3
 MAX_TOLERANCE = 5e-2

@@ -18,6 +18,8 @@ from runtime.engines.liveportrait.keypoints import transform_keypoints
 
 from .liveportrait_checkpoints import shared_random_models_dir
 
+pytestmark = pytest.mark.equivalence
+
 try:
     import mimic_head.modules  # noqa: F401
     import yaml

@@ -12,6 +12,8 @@ from runtime.media.lipsync import read_audio, video_duration
 from .liveportrait_checkpoints import shared_random_models_dir
 from .server import save_mp4, start_server
 
+pytestmark = pytest.mark.service
+
 pytest.importorskip("torch")
 
 

@@ -13,6 +13,8 @@ from runtime.media.audio import Speech, decode_audio, wav_bytes
 from runtime.media.encode import encode_mp4
 from runtime.media.portrait import decode_portrait
 
+pytestmark = pytest.mark.unit
+
 
 def test_audio_and_video_line_up_to_the_frame(tmp_path):
     """A click at 4.0 s and a white frame at 4.0 s stay together (AAC priming trimmed)."""

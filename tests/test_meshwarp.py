@@ -11,6 +11,8 @@ from runtime.engines.meshwarp.motion_basis import BASES
 from runtime.errors import NoFaceError
 from runtime.media import landmarks as lm
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def animator(face_locator):

@@ -9,6 +9,8 @@ from runtime.media.lipsync import measure_lip_sync
 
 from .server import png_base64, save_mp4
 
+pytestmark = pytest.mark.service
+
 
 def _off_centre_in_wide(astronaut):
     canvas = np.full((600, 1400, 3), (90, 120, 150), np.uint8)

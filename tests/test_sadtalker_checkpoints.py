@@ -19,6 +19,8 @@ from runtime.errors import BackendUnavailable
 
 from .sadtalker_checkpoints import UPSTREAM_FACERENDER, random_models_dir, upstream_pose_config
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def official():

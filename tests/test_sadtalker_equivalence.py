@@ -25,6 +25,8 @@ from .sadtalker_checkpoints import (
     upstream_slice,
 )
 
+pytestmark = pytest.mark.equivalence
+
 TOLERANCE = 1e-3
 
 

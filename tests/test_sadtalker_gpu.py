@@ -21,7 +21,7 @@ from runtime.engines.sadtalker.renderer import FaceRenderer
 
 from .sadtalker_checkpoints import random_models_dir, synthetic_landmarks
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 MEAN_TOLERANCE = 5e-3
 MAX_TOLERANCE = 8e-2

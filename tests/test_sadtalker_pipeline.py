@@ -17,6 +17,8 @@ from runtime.engines.sadtalker.paste import paste_frames, plan_paste
 
 from .sadtalker_checkpoints import import_upstream, random_models_dir, upstream_pose_config, upstream_slice
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def nets():

@@ -6,6 +6,8 @@ import torch
 
 from runtime.engines.liveportrait.spectral_conv import SpectralConv3d
 
+pytestmark = pytest.mark.unit
+
 
 def _conv(in_channels: int, out_channels: int, kernel: int, bias: bool = True) -> torch.nn.Conv3d:
     torch.manual_seed(1)

@@ -9,6 +9,8 @@ from runtime.device import DeviceChoice
 from runtime.media.audio import Speech, frame_count, pad_to_frames
 from runtime.media.speech_motion import face_motion, mouth_track
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def spoken() -> Speech:

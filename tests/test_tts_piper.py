@@ -12,6 +12,8 @@ from runtime.errors import BackendUnavailable, UnknownVoiceError
 from runtime.tts.factory import load_tts_engine
 from runtime.tts.piper_engine import BUNDLED_VOICE, PiperEngine, _bundled_voice_files
 
+pytestmark = pytest.mark.unit
+
 CPU = DeviceChoice("cpu", "test", False)
 
 

@@ -1,7 +1,13 @@
-"""The HTTP endpoints. They parse and validate, then hand work to the GenerationService."""
+"""The HTTP endpoints: HTTP fields in, a GenerationRequest to the pipeline, its result out.
+
+Transport concerns live here (body size, JSON or multipart, base64); what the values mean is checked
+by the pipeline, once."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,27 +19,15 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..errors import (
-    AudioTooLargeError,
-    ImageTooLargeError,
-    InvalidAudioError,
-    InvalidImageError,
-    UserInputError,
-)
+from ..errors import InvalidAudioError, InvalidImageError, UserInputError
 from ..generation import GenerationRequest, GenerationService
-from ..media.portrait import decode_base64_field
-from ..models.base import AnimationOptions
 from .schemas import ErrorBody, GenerateRequestBody
 
 router = APIRouter()
 
-_BINARY_FIELDS = {
-    # field -> (setting that bounds it, error for bad data)
-    "image": ("max_image_bytes", InvalidImageError),
-    "audio": ("max_audio_bytes", InvalidAudioError),
-    "speaker_wav": ("max_audio_bytes", InvalidAudioError),
-}
-_TOO_LARGE = {"image": ImageTooLargeError, "audio": AudioTooLargeError, "speaker_wav": AudioTooLargeError}
+# Fields that carry a file: base64 in JSON, a file part (or base64) in multipart -> error for bad data.
+_BINARY_FIELDS = {"image": InvalidImageError, "audio": InvalidAudioError, "speaker_wav": InvalidAudioError}
+_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
 
 _OPENAPI_BODY = {
     "requestBody": {
@@ -46,8 +40,21 @@ _OPENAPI_BODY = {
 }
 
 
-def service(request: Request) -> GenerationService:
-    return request.app.state.service
+def pipeline(request: Request) -> GenerationService:
+    return request.app.state.service.generation
+
+
+def _decode_base64(value: str, field: str, error: type[UserInputError]) -> bytes:
+    """Strict base64 (a data: URL prefix is allowed) -> bytes; the body limit already bounds its size."""
+    text = _DATA_URL.sub("", value.strip(), count=1)
+    text = "".join(text.split())  # line breaks are common in base64 tools' output
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise error(f"{field} is not valid base64: {exc}") from exc
+    if not data:
+        raise error(f"{field} is empty")
+    return data
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -88,28 +95,25 @@ async def _read_fields(request: Request, max_body: int) -> tuple[dict, dict[str,
     return fields, {}
 
 
-def _to_generation_request(fields: dict, files: dict[str, bytes], svc: GenerationService,
-                           request_id: str) -> GenerationRequest:
-    settings = svc.settings
+def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: str) -> GenerationRequest:
     unknown_files = set(files) - set(_BINARY_FIELDS)
     if unknown_files:
         raise UserInputError(f"unexpected file parts: {', '.join(sorted(unknown_files))}", error="invalid_request")
+    if isinstance(fields.get("backend_options"), str):  # multipart carries it as JSON text
+        try:
+            fields["backend_options"] = json.loads(fields["backend_options"])
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"backend_options is not a JSON object: {exc}", error="invalid_request") from exc
     try:
         body = GenerateRequestBody.model_validate(fields)
     except ValidationError as exc:
         raise UserInputError(_validation_message(exc), error="invalid_request") from exc
-    fps = body.fps or settings.default_fps
-    if fps > settings.max_fps:
-        raise UserInputError(f"fps is {fps}; the limit is {settings.max_fps}", error="invalid_request")
     binary: dict[str, bytes | None] = {}
-    for name, (limit_name, error) in _BINARY_FIELDS.items():
-        limit = getattr(settings, limit_name)
+    for name, error in _BINARY_FIELDS.items():
         if name in files:
-            if len(files[name]) > limit:
-                raise _TOO_LARGE[name](f"{name} is {len(files[name])} bytes; the limit is {limit}")
             binary[name] = files[name] or None
         elif getattr(body, name) is not None:
-            binary[name] = decode_base64_field(getattr(body, name), name, limit, error)
+            binary[name] = _decode_base64(getattr(body, name), name, error)
         else:
             binary[name] = None
     return GenerationRequest(
@@ -119,10 +123,11 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], svc: Generatio
         audio=binary["audio"],
         speaker_wav=binary["speaker_wav"],
         voice=body.voice,
-        fps=fps,
-        options=AnimationOptions(
-            still=body.still, expression_scale=body.expression_scale, pose_style=body.pose_style, size=body.size
-        ),
+        fps=body.fps,
+        still=body.still,
+        expression_scale=body.expression_scale,
+        backend_options=body.backend_options,
+        seed_options={name: getattr(body, name) for name in ("pose_style", "size") if getattr(body, name) is not None},
     )
 
 
@@ -138,11 +143,11 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], svc: Generatio
     openapi_extra=_OPENAPI_BODY,
 )
 async def generate(request: Request):
-    svc = service(request)
+    svc = pipeline(request)
     s = svc.settings
     max_body = 2 * (s.max_image_bytes + 2 * s.max_audio_bytes) + 4 * s.max_text_chars + 65536  # base64 inflates by 4/3
     fields, files = await _read_fields(request, max_body)
-    job = _to_generation_request(fields, files, svc, request.state.request_id)
+    job = _to_generation_request(fields, files, request.state.request_id)
     workdir = Path(tempfile.mkdtemp(prefix="avatar-"))
     try:
         result = await run_in_threadpool(svc.generate, job, workdir)
@@ -167,4 +172,4 @@ async def generate(request: Request):
 
 @router.get("/health", summary="Device, loaded backends and why anything fell back")
 async def health(request: Request) -> JSONResponse:
-    return JSONResponse(service(request).health())
+    return JSONResponse(request.app.state.service.health())

@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,11 +18,17 @@ class GenerateRequestBody(BaseModel):
     audio: Optional[str] = Field(None, description="Speech as base64 audio (wav, mp3, ogg, flac); replaces TTS.")
     voice: Optional[str] = Field(None, description="A Piper voice name or a Coqui speaker; see /health.")
     speaker_wav: Optional[str] = Field(None, description="Coqui voice cloning: a short base64 wav of the voice.")
-    fps: Optional[int] = Field(None, ge=1, le=120, description="Frames per second of the video (default 25).")
+    fps: Optional[int] = Field(None, ge=1, description="Frames per second of the video (default 25; see MAX_FPS).")
     still: bool = Field(False, description="Keep the head still (no sway or nods).")
     expression_scale: float = Field(1.0, ge=0.0, le=3.0, description="Scales the speech-driven expression.")
-    pose_style: int = Field(0, ge=0, le=45, description="SadTalker pose style.")
-    size: Optional[Literal[256, 512]] = Field(None, description="SadTalker render size.")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Knobs of the loaded backend (see /health: detail.avatar.options), e.g. SadTalker's "
+                    '{"pose_style": 3, "size": 512}. In multipart, a JSON object as text. Unknown ones are refused.')
+    # The seed's body carried SadTalker's knobs at the top level; still accepted, and applied where
+    # the loaded backend takes them (ignored elsewhere, as the seed did).
+    pose_style: Optional[int] = Field(None, description="Same as backend_options.pose_style (SadTalker).")
+    size: Optional[int] = Field(None, description="Same as backend_options.size (SadTalker: 256 or 512).")
 
 
 class ErrorBody(BaseModel):

@@ -78,7 +78,9 @@ def decode_audio(data: bytes, *, max_seconds: float, max_bytes: int) -> Speech:
     except (InvalidAudioError, AudioTooLargeError):
         raise
     except Exception as exc:  # PyAV raises many kinds for garbage input
-        raise InvalidAudioError(f"could not decode the audio: {exc}") from exc
+        # FFmpeg's own reason without PyAV's errno and file name ('<none>' for bytes in memory).
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InvalidAudioError(f"could not decode the audio: {reason}") from exc
     if total == 0 or not sample_rate:
         raise InvalidAudioError("the audio holds no samples")
     samples = np.clip(np.concatenate(chunks).astype(np.float32), -1.0, 1.0)

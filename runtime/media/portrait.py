@@ -1,34 +1,14 @@
 """Portrait images: decoding with limits checked before any pixel is decoded."""
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageTooLargeError, InvalidImageError, UserInputError
-
-_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
-
-
-def decode_base64_field(value: str, field: str, max_bytes: int, error: type[UserInputError]) -> bytes:
-    """Strict base64 (a data: URL prefix is allowed) -> bytes, refusing oversized payloads before decoding."""
-    text = _DATA_URL.sub("", value.strip(), count=1)
-    text = "".join(text.split())  # line breaks are common in base64 tools' output
-    if len(text) * 3 // 4 > max_bytes + 3:
-        raise error(f"{field} is larger than the limit of {max_bytes} bytes", status_code=413)
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise error(f"{field} is not valid base64: {exc}") from exc
-    if not data:
-        raise error(f"{field} is empty")
-    return data
+from ..errors import ImageTooLargeError, InvalidImageError
 
 
 def decode_portrait(data: bytes, *, max_bytes: int, max_pixels: int, max_output_side: int) -> np.ndarray:
@@ -52,7 +32,8 @@ def decode_portrait(data: bytes, *, max_bytes: int, max_pixels: int, max_output_
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own pixel guard
         raise ImageTooLargeError(f"image has too many pixels: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise InvalidImageError(f"image could not be read as a picture: {exc}") from exc
+        # Pillow's message names the file object (a repr with its address): not the client's business.
+        raise InvalidImageError("image could not be read as a picture (not a format Pillow reads)") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
         raise InvalidImageError(f"image is damaged: {exc}") from exc
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

@@ -6,11 +6,13 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
-from typing import TYPE_CHECKING, Callable, ClassVar, Generic, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterator, Mapping, Optional, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import BackendUnavailable  # noqa: F401  (re-exported for backends)
+from ..errors import UserInputError
 from ..media.audio import Speech  # noqa: F401  (re-exported for backends)
 
 if TYPE_CHECKING:
@@ -20,30 +22,55 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AnimationOptions:
-    """Per-request knobs. Backends use those that apply to them and ignore the rest.
+    """Per-request knobs every backend honours.
 
     still: keep the head still (no sway or nods).
     expression_scale: multiplies the speech-driven expression (1.0 = as predicted).
-    pose_style: SadTalker's pose style index (0-45).
-    size: SadTalker's render size, 256 or 512 (None = the backend's default).
-    face: which face of a group photo talks: an index by size ("0" = the largest, the default) or a
-        point "x,y" in the portrait's pixels (meshwarp).
     """
 
     still: bool = False
     expression_scale: float = 1.0
-    pose_style: int = 0
-    size: Optional[int] = None
-    face: Optional[str] = None
+
+
+class BackendOptions(BaseModel):
+    """Per-request knobs of one backend. A backend with knobs subclasses this and names the subclass
+    in `AvatarBackend.options_model`; the HTTP layer passes them through as a plain dict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class AvatarBackend(ABC):
     """A talking-head animator. Loads its models once; `animate` is called once per request.
 
-    Subclasses set `name` (the public backend name) and `display_name` (for logs)."""
+    Subclasses set `name` (the public backend name), `display_name` (for logs), and where they
+    need downloaded weights, `setup_script` and `weights_present`."""
 
     name: ClassVar[str]
     display_name: ClassVar[str]
+    options_model: ClassVar[type[BackendOptions]] = BackendOptions
+    setup_script: ClassVar[Optional[str]] = None  # downloads the weights, e.g. scripts/setup_sadtalker.sh
+
+    @classmethod
+    def weights_present(cls, settings: "Settings") -> bool:
+        """Whether the backend's weights are on disk, checked without importing torch or loading anything."""
+        return True
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any], seed_options: Mapping[str, Any] = {}) -> BackendOptions:  # noqa: B006 (read only)
+        """Validate a request's backend options against this backend's schema; UserInputError if bad.
+
+        seed_options: knobs the seed's body carried at its top level (pose_style, size); applied where
+        this backend takes them and ignored elsewhere, as the seed did. `options` are strict."""
+        fields = cls.options_model.model_fields
+        merged = {**{key: value for key, value in seed_options.items() if key in fields}, **options}
+        try:
+            return cls.options_model.model_validate(merged)
+        except ValidationError as exc:
+            takes = ", ".join(fields) or "none"
+            problems = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'backend_options'}: {error['msg']}"
+                                 for error in exc.errors())
+            raise UserInputError(f"backend_options for {cls.name} (it takes: {takes}): {problems}",
+                                 error="invalid_request") from exc
 
     @classmethod
     @abstractmethod
@@ -51,13 +78,13 @@ class AvatarBackend(ABC):
         """Load models onto the device; raise BackendUnavailable naming what is missing."""
 
     @abstractmethod
-    def animate(
-        self, portrait: np.ndarray, speech: Speech, fps: int, options: AnimationOptions = AnimationOptions()
-    ) -> Iterator[np.ndarray]:
-        """Frames for the clip: portrait (H, W, 3) RGB uint8 in, frame_count(speech.duration, fps)
-        frames (H, W, 3) RGB uint8 out, lazily. Raises NoFaceError before the first frame if needed.
-        Not thread-safe: the caller runs one clip at a time (GenerationService holds its device lock
-        from this call until the frames are consumed or closed)."""
+    def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
+                options: AnimationOptions, backend_options: BackendOptions) -> Iterator[np.ndarray]:
+        """Frames for the clip: portrait (H, W, 3) RGB uint8 in, `frames` frames (H, W, 3) RGB uint8
+        out, lazily; `frames` is frame_count(speech.duration, fps), computed once by the caller.
+        `backend_options` is what `parse_options` returned. Raises NoFaceError before the first frame
+        if needed. Not thread-safe: the caller runs one clip at a time (GenerationService holds its
+        device lock from this call until the frames are consumed or closed)."""
 
     def describe(self) -> dict:
         """Backend-specific detail for /health."""

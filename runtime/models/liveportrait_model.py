@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from ..media.audio import Speech
-from .base import AnimationOptions, AvatarBackend, PortraitCache
+from .base import AnimationOptions, AvatarBackend, BackendOptions, PortraitCache
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -49,6 +49,13 @@ def _compile_cache_dir(settings: Settings) -> Path | None:
 class LivePortraitBackend(AvatarBackend):
     name = "liveportrait"
     display_name = "LivePortrait"
+    setup_script = "scripts/setup_liveportrait.sh"
+
+    @classmethod
+    def weights_present(cls, settings: Settings) -> bool:
+        from ..engines.liveportrait.files import missing_files
+
+        return not missing_files(settings.models_dir / "liveportrait")
 
     def __init__(self, engine: LivePortraitEngine, locator: FaceLocator, load_seconds: float):
         self.engine = engine
@@ -62,8 +69,9 @@ class LivePortraitBackend(AvatarBackend):
         if not device.torch_available:
             raise BackendUnavailable("torch is not installed (install the 'engines' extra)")
         try:
-            from ..engines.liveportrait.checkpoints import CheckpointError, missing_files
+            from ..engines.liveportrait.checkpoints import CheckpointError
             from ..engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, compile_problems, warm_up
+            from ..engines.liveportrait.files import missing_files
             from ..media.landmarks import FaceLocator
         except ImportError as error:
             raise BackendUnavailable(f"cannot import the LivePortrait engine: {error}") from error
@@ -111,7 +119,7 @@ class LivePortraitBackend(AvatarBackend):
             engine = load_engine(False)
         locator = FaceLocator(min_face_side=settings.min_face_side)
         seconds = time.perf_counter() - started
-        log.info("LivePortrait ready on %s (%s, batch %d) in %.1f s", device.name, engine.precision,
+        log.debug("LivePortrait ready on %s (%s, batch %d) in %.1f s", device.name, engine.precision,
                  engine.batch_size, seconds)
         return cls(engine, locator, seconds)
 
@@ -119,8 +127,8 @@ class LivePortraitBackend(AvatarBackend):
         landmarks = self.locator.locate(portrait)  # NoFaceError when there is no usable face
         return self.engine.prepare_source(portrait, landmarks.points)
 
-    def animate(self, portrait: np.ndarray, speech: Speech, fps: int,
-                options: AnimationOptions = AnimationOptions()) -> Iterator[np.ndarray]:  # noqa: B008 (frozen)
+    def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
+                options: AnimationOptions, backend_options: BackendOptions) -> Iterator[np.ndarray]:
         """Eager: the face is found (or NoFaceError raised) before this returns; frames come lazily."""
         from ..engines.liveportrait.driving import driving_targets
         from ..media.speech_motion import face_motion

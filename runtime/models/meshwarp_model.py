@@ -1,21 +1,33 @@
 """meshwarp: the embedded default backend. CPU only; its models ship in the mediapipe wheel."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional, Union
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ..engines.meshwarp import MeshWarpAnimator, PreparedPortrait
 from ..media.audio import Speech
-from ..errors import UserInputError
 from ..media.landmarks import FaceLocator, FaceSelector
 from ..media.speech_motion import face_motion
-from .base import AnimationOptions, AvatarBackend, PortraitCache
+from .base import AnimationOptions, AvatarBackend, BackendOptions, PortraitCache
+
+
+class MeshWarpOptions(BackendOptions):
+    face: Optional[Union[int, str]] = Field(None, description="Which face of a group photo talks: an index by size "
+                                                  "(0 = the largest, the default) or a point 'x,y' in the portrait's pixels.")
+
+    @field_validator("face")
+    @classmethod
+    def _a_face_selector(cls, value: Optional[Union[int, str]]) -> Optional[Union[int, str]]:
+        FaceSelector.parse(value)  # ValueError naming the two accepted forms
+        return value
 
 
 class MeshWarpBackend(AvatarBackend):
     name = "meshwarp"
     display_name = "MeshWarp"
+    options_model = MeshWarpOptions
 
     def __init__(self, animator: MeshWarpAnimator):
         self.animator = animator
@@ -32,14 +44,9 @@ class MeshWarpBackend(AvatarBackend):
             portrait, lambda image: self.animator.prepare(image, face), key_suffix=repr(face)
         )
 
-    def animate(
-        self, portrait: np.ndarray, speech: Speech, fps: int, options: AnimationOptions = AnimationOptions()
-    ) -> Iterator[np.ndarray]:
-        try:
-            face = FaceSelector.parse(options.face)
-        except ValueError as exc:
-            raise UserInputError(str(exc), error="invalid_face") from exc
-        prepared = self.prepare(portrait, face)  # raises NoFaceError now, before any frame
+    def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
+                options: AnimationOptions, backend_options: MeshWarpOptions) -> Iterator[np.ndarray]:
+        prepared = self.prepare(portrait, FaceSelector.parse(backend_options.face))  # NoFaceError now, before any frame
         motion = face_motion(speech, fps)
         return self.animator.frames(prepared, motion, still=options.still, expression_scale=options.expression_scale)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Literal, Optional
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BackendUnavailable, UserInputError
-from ..media.audio import Speech, frame_count, resample
-from .base import AnimationOptions, AvatarBackend, PortraitCache
+from ..media.audio import Speech, resample
+from .base import AnimationOptions, AvatarBackend, BackendOptions, PortraitCache
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -26,9 +27,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class SadTalkerOptions(BackendOptions):
+    pose_style: int = Field(0, ge=0, le=45, description="SadTalker pose style.")
+    size: Optional[Literal[256, 512]] = Field(None, description="Render size (default: the smallest loaded).")
+
+
 class SadTalkerBackend(AvatarBackend):
     name = "sadtalker"
     display_name = "SadTalker"
+    options_model = SadTalkerOptions
+    setup_script = "scripts/setup_sadtalker.sh"
+
+    @classmethod
+    def weights_present(cls, settings: "Settings") -> bool:
+        from ..engines.sadtalker.config import MAPPING_CHECKPOINTS, SAFETENSORS_NAME, SUPPORTED_SIZES
+
+        folder = settings.models_dir / "sadtalker"
+        return ((folder / MAPPING_CHECKPOINTS["full"][0]).is_file()
+                and any((folder / SAFETENSORS_NAME.format(size=size)).is_file() for size in SUPPORTED_SIZES))
 
     def __init__(self, engine: "SadTalkerEngine", locator: "FaceLocator", load_seconds: float):
         self.engine = engine
@@ -57,11 +73,11 @@ class SadTalkerBackend(AvatarBackend):
             warm_up(engine)
         locator = FaceLocator(min_face_side=settings.min_face_side)
         seconds = time.perf_counter() - started
-        log.info("SadTalker ready on %s (sizes %s, %s, batches %s) in %.1f s", device.name,
+        log.debug("SadTalker ready on %s (sizes %s, %s, batches %s) in %.1f s", device.name,
                  list(engine.sizes), engine.precision, engine.batch_sizes, seconds)
         return cls(engine, locator, seconds)
 
-    def _size(self, options: AnimationOptions) -> int:
+    def _size(self, options: SadTalkerOptions) -> int:
         size = options.size or self.engine.default_size
         if size not in self.engine.sizes:
             raise UserInputError(
@@ -73,19 +89,18 @@ class SadTalkerBackend(AvatarBackend):
         landmarks = self.locator.locate(portrait)  # NoFaceError when there is no usable face
         return self.engine.prepare_portrait(portrait, landmarks.points, size)
 
-    def animate(self, portrait: np.ndarray, speech: Speech, fps: int,
-                options: AnimationOptions = AnimationOptions()) -> Iterator[np.ndarray]:
+    def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
+                options: AnimationOptions, backend_options: SadTalkerOptions) -> Iterator[np.ndarray]:
         """Eager: face, coefficients and keypoints are ready (or an error raised) before this
         returns; frames come lazily in render batches."""
         from ..engines.sadtalker.coefficients import MotionRequest
 
-        size = self._size(options)
+        size = self._size(backend_options)
         prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
         speech_16k = resample(speech, 16000)
-        total = frame_count(speech.duration, fps)
-        request = MotionRequest(expression_scale=options.expression_scale, pose_style=options.pose_style,
+        request = MotionRequest(expression_scale=options.expression_scale, pose_style=backend_options.pose_style,
                                 still=options.still)
-        return self.engine.animate(prepared, speech_16k.samples, fps, total, request)
+        return self.engine.animate(prepared, speech_16k.samples, fps, frames, request)
 
     def describe(self) -> dict:
         return {

@@ -16,27 +16,15 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, fold_spectral_norm
 from .appearance_feature_extractor import AppearanceFeatureExtractor
+from .files import BASE_MODEL_FILES, RETARGETING_FILE, missing_files
 from .motion_extractor import MotionExtractor
 from .spade_generator import SPADEDecoder
 from .stitching_retargeting import StitchingRetargetingModule
 from .warping_module import WarpingNetwork
 
-BASE_MODEL_FILES = {
-    "appearance_feature_extractor": "base_models/appearance_feature_extractor.pth",
-    "motion_extractor": "base_models/motion_extractor.pth",
-    "warping_module": "base_models/warping_module.pth",
-    "spade_generator": "base_models/spade_generator.pth",
-}
-RETARGETING_FILE = "retargeting_models/stitching_retargeting_module.pth"
 # Official sub-dict name -> our MLP's attribute on StitchingRetargetingModule.
 RETARGETING_PARTS = {"retarget_shoulder": "stitching", "retarget_mouth": "lip", "retarget_eye": "eye"}
-ALL_FILES = tuple(BASE_MODEL_FILES.values()) + (RETARGETING_FILE,)
 SPECTRAL_SUFFIXES = ("weight_orig", "weight_u", "weight_v")
-
-
-def missing_files(liveportrait_dir: Path) -> list[Path]:
-    """Official files absent under `liveportrait_dir` (MODELS_DIR/liveportrait)."""
-    return [liveportrait_dir / name for name in ALL_FILES if not (liveportrait_dir / name).is_file()]
 
 
 def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
