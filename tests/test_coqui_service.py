@@ -28,7 +28,8 @@ SPEAKERS = ["alice", "bob"]
 CLONING_SPEAKERS = ["carol", "dave"]
 TEXT = "Hello there, I speak with a Coqui voice."
 
-pytestmark = [pytest.mark.packaging, pytest.mark.skipif(os.environ.get("SKIP_COQUI_TESTS") == "1", reason="SKIP_COQUI_TESTS=1")]
+pytestmark = [pytest.mark.packaging, pytest.mark.slow,  # builds .venv-coqui (torch 2.9.1, several GB) once
+              pytest.mark.skipif(os.environ.get("SKIP_COQUI_TESTS") == "1", reason="SKIP_COQUI_TESTS=1")]
 
 
 def _run(args: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:

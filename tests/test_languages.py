@@ -33,6 +33,7 @@ def german_voice_folder(folder):
     return folder
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text, language", [
     ("Look, this is my own photo.", "en"),
     (GERMAN, "de"),
@@ -45,12 +46,14 @@ def test_language_of_a_text_is_recognised(text, language):
     assert guess.language == language and guess.decisive
 
 
+@pytest.mark.unit
 def test_a_short_ambiguous_text_is_never_refused():
     assert not LanguageDetector().detect("Hallo Welt.").decisive  # langid scores this Italian
     engine = PiperEngine.load(Settings(), CPU)
     assert engine.voice_for("Hallo Welt.") == BUNDLED_VOICE
 
 
+@pytest.mark.unit
 def test_german_text_uses_an_installed_german_voice(tmp_path):
     engine = PiperEngine.load(Settings(piper_voices_dir=german_voice_folder(tmp_path)), CPU)
     assert engine.voice_languages() == {BUNDLED_VOICE: "en_US", GERMAN_VOICE: "de_DE"}
@@ -63,6 +66,7 @@ def test_german_text_uses_an_installed_german_voice(tmp_path):
     assert engine.synthesize(GERMAN).duration > 2.0
 
 
+@pytest.mark.unit
 def test_german_text_without_a_german_voice_is_refused_naming_the_installed_languages():
     engine = PiperEngine.load(Settings(), CPU)
     with pytest.raises(UnsupportedLanguageError, match="en_US"):
@@ -71,12 +75,14 @@ def test_german_text_without_a_german_voice_is_refused_naming_the_installed_lang
     assert anyway.synthesize(GERMAN).duration > 2.0
 
 
+@pytest.mark.unit
 def test_emoji_only_text_has_nothing_to_say():
     engine = PiperEngine.load(Settings(), CPU)
     with pytest.raises(InvalidTextError, match="nothing to say"):
         engine.synthesize("🙂👍🏽🎉")
 
 
+@pytest.mark.service  # the other tests here are unit tests
 def test_service_speaks_german_with_a_german_voice_and_refuses_it_without(tmp_path):
     folder = german_voice_folder(tmp_path)
     with start_server(PIPER_VOICES_DIR=str(folder), MODELS_DIR=str(tmp_path / "no-models")) as server:

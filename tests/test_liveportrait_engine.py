@@ -154,6 +154,7 @@ def _random_render_inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch
     return feature, kp_driving, kp_source
 
 
+@pytest.mark.slow
 def test_aligned_channels_warp_exactly_like_the_original():
     """Zero-padding W's 110/142-channel tensors to 112/144 must not change a single value."""
     from runtime.engines.liveportrait.checkpoints import load_base_model
@@ -175,6 +176,7 @@ def test_aligned_channels_warp_exactly_like_the_original():
 
 
 
+@pytest.mark.slow
 def test_every_exact_rewrite_renders_like_the_plain_engine():
     """The CUDA speed options (conv_rewrites.py) together, in fp32 on the CPU: same crops."""
     from runtime.engines.liveportrait.checkpoints import load_networks
@@ -210,6 +212,7 @@ def test_aligned_channels_needs_folded_norms():
         WarpingNetwork().dense_motion_network.align_channels()
 
 
+@pytest.mark.slow
 def test_compile_option_traces_w_and_g_as_one_graph_and_renders_like_eager(monkeypatch, tmp_path):
     """compile=True wires W + G through torch.compile (one graph: fullgraph would raise on a break),
     points inductor's cache at the given folder, compiles in warm_up, and renders what eager renders.

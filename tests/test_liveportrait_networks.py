@@ -18,7 +18,7 @@ from runtime.engines.liveportrait.keypoints import transform_keypoints
 
 from .liveportrait_checkpoints import shared_random_models_dir
 
-pytestmark = pytest.mark.equivalence
+pytestmark = [pytest.mark.equivalence, pytest.mark.slow]
 
 try:
     import mimic_head.modules  # noqa: F401

@@ -27,6 +27,7 @@ def official():
     return read_safetensors(random_models_dir() / "sadtalker" / "SadTalker_V0.0.2_256.safetensors")
 
 
+@pytest.mark.slow  # writes and loads two full random checkpoints
 @pytest.mark.parametrize("kind", ["full", "crop"])
 def test_random_checkpoints_load_strictly(kind):
     nets = load_networks(random_models_dir() / "sadtalker", 256, kind)

@@ -25,7 +25,7 @@ from .sadtalker_checkpoints import (
     upstream_slice,
 )
 
-pytestmark = pytest.mark.equivalence
+pytestmark = [pytest.mark.equivalence, pytest.mark.slow]
 
 TOLERANCE = 1e-3
 

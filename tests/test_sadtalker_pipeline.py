@@ -77,7 +77,7 @@ def _queued_randn(queue):
     return proxy
 
 
-@pytest.mark.parametrize("frames", [10, 40, 70])
+@pytest.mark.parametrize("frames", [10, pytest.param(40, marks=pytest.mark.slow), pytest.param(70, marks=pytest.mark.slow)])
 def test_pose_sequence_matches_upstream_audio2pose_test(nets, upstream, frames):
     from safetensors.torch import load_file
 
@@ -126,6 +126,7 @@ def test_expression_sequence_matches_upstream_audio2exp_test(nets, upstream):
     assert (ours - expected).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_motion_coefficients_options(nets):
     mels = audio_features.speech_frame_windows(_speech(1.2), 30)
     source = np.random.default_rng(0).normal(size=73).astype(np.float32) * 0.1
@@ -210,6 +211,7 @@ def test_paste_blends_the_face_into_the_portrait():
     assert 40 < frames[0, 45, 32, 0] < 255  # near the crop border: blended
 
 
+@pytest.mark.slow
 def test_mps_adapted_networks_equal_the_originals(nets):
     """The MPS fast paths (Conv3d as 2D convs, frozen BatchNorm3d), checked on the CPU on every
     3D part of the renderer (at half resolution, to keep the test quick)."""
@@ -236,6 +238,7 @@ def test_mps_adapted_networks_equal_the_originals(nets):
         assert (detector(image) - nets.keypoint_detector(image)).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_cpu_mixed_precision_stays_close_to_fp32(nets):
     """The CPU fast path (decoder and hourglass in bf16, sampling and keypoints in fp32) against
     fp32. Measured on these random weights: mean abs 4.3e-3 (about 1/255), max 3.3e-2."""

@@ -13,7 +13,7 @@ from runtime.media.lipsync import read_audio, video_duration
 from .sadtalker_checkpoints import random_models_dir
 from .server import save_mp4, start_server
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]  # the face renderer: seconds a frame on 2 cores
 
 pytest.importorskip("torch")
 

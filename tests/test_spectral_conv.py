@@ -23,7 +23,7 @@ def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
     ((5, 3), 7, (6, 9, 10)),
     ((4, 2), 3, (5, 8, 7)),
     ((3, 4), 5, (4, 4, 11)),
-    ((6, 22), 7, (16, 64, 64)),
+    pytest.param((6, 22), 7, (16, 64, 64), marks=pytest.mark.slow),
 ], ids=["k7-odd-even", "k3", "k5-thin", "mask-conv-volume"])
 def test_matches_the_direct_conv(channels, kernel, volume):
     conv = _conv(*channels, kernel)

@@ -5,6 +5,8 @@ import pytest
 
 from runtime.tts.normalize import has_words, normalize_text
 
+pytestmark = pytest.mark.unit
+
 SPOKEN_FORMS = [
     ("It costs $3.50.", "It costs three dollars and fifty cents."),
     ("Only $5 today.", "Only five dollars today."),
