@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from runtime.config import load_settings  # noqa: E402
 from runtime.device import DeviceChoice  # noqa: E402
-from runtime.media.audio import Speech, pad_to_frames  # noqa: E402
+from runtime.media.audio import Speech, frame_count, pad_to_frames  # noqa: E402
 from runtime.media.encode import encode_mp4  # noqa: E402
 from runtime.media.portrait import load_portrait_file  # noqa: E402
 from runtime.models.meshwarp_model import MeshWarpBackend  # noqa: E402
@@ -40,7 +40,7 @@ def render_clip(seconds: float, path: Path) -> tuple[Path, np.ndarray]:
         speech = Speech(np.concatenate([speech.samples, speech.samples]), speech.sample_rate)
     speech = pad_to_frames(Speech(speech.samples[: int(seconds * speech.sample_rate)], speech.sample_rate), 25)
     portrait = load_portrait_file(settings.default_avatar)
-    frames = MeshWarpBackend.load(settings, cpu).animate(portrait, speech, 25)
+    frames = MeshWarpBackend.load(settings, cpu).animate(portrait, speech, 25, frame_count(speech.duration, 25))
     encode_mp4(frames, speech, 25, path)
     return path, portrait
 

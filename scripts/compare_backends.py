@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from runtime.config import load_settings  # noqa: E402
 from runtime.device import select_device  # noqa: E402
 from runtime.errors import UserInputError  # noqa: E402
-from runtime.media.audio import pad_to_frames  # noqa: E402
+from runtime.media.audio import frame_count, pad_to_frames  # noqa: E402
 from runtime.media.encode import encode_mp4  # noqa: E402
 from runtime.media.portrait import load_portrait_file  # noqa: E402
 from runtime.models.factory import BACKENDS, FALLBACK_CHAIN, backend_class  # noqa: E402
@@ -100,7 +100,7 @@ def render_variants(portrait, speech, fps, backends, refiner) -> list[dict]:
     variants = []
     for name, backend in backends.items():
         started = time.perf_counter()
-        frames = list(backend.animate(portrait, speech, fps))
+        frames = list(backend.animate(portrait, speech, fps, frame_count(speech.duration, fps)))
         animation = time.perf_counter() - started
         variants.append({"variant": name, "frames": frames, "seconds": animation})
         if refiner is not None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from runtime.config import load_settings
 from runtime.device import DeviceChoice
-from runtime.media.audio import Speech, pad_to_frames
+from runtime.media.audio import Speech, frame_count, pad_to_frames
 from runtime.media.encode import encode_mp4
 from runtime.media.lipsync import read_audio, read_video
 
@@ -23,7 +23,7 @@ def speak(text: str, fps: int = 25) -> Speech:
 def meshwarp_frames(portrait: np.ndarray, speech: Speech, fps: int = 25) -> list[np.ndarray]:
     from runtime.models.meshwarp_model import MeshWarpBackend
 
-    return list(MeshWarpBackend.load(load_settings(), CPU).animate(portrait, speech, fps))
+    return list(MeshWarpBackend.load(load_settings(), CPU).animate(portrait, speech, fps, frame_count(speech.duration, fps)))
 
 
 def write_clip(frames: list[np.ndarray], speech: Speech, fps: int, path: Path) -> Path:

@@ -13,6 +13,8 @@ from PIL import Image
 
 from .server import REPO
 
+pytestmark = pytest.mark.service
+
 
 @pytest.mark.slow
 def test_compare_backends_writes_report_tables_and_contact_sheets(astronaut, tmp_path):

@@ -14,6 +14,8 @@ from runtime.quality import QualityScorer
 from .quality_clips import decoded, shifted, write_clip
 from .server import REPO, png_base64, save_mp4
 
+pytestmark = pytest.mark.service
+
 TEXT = "The quick brown fox jumps over the lazy dog, then it runs into the quiet forest to rest."
 
 

@@ -16,6 +16,8 @@ from runtime.quality.lse import search_offset
 
 from .quality_references import _bare_package, randomize, upstream_syncnet, write_syncnet_checkpoint
 
+pytestmark = pytest.mark.equivalence
+
 
 def test_our_syncnet_equals_upstream_network_on_shared_random_weights():
     upstream = upstream_syncnet()

@@ -19,6 +19,8 @@ from runtime.media.audio import resample
 from .quality_clips import decoded, meshwarp_frames, speak, write_clip
 from .quality_references import randomize, upstream_wav2lip, upstream_wav2lip_audio, write_wav2lip_checkpoint
 
+pytestmark = pytest.mark.equivalence
+
 
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory) -> Path:

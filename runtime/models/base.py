@@ -79,10 +79,11 @@ class AvatarBackend(ABC):
 
     @abstractmethod
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
-                options: AnimationOptions, backend_options: BackendOptions) -> Iterator[np.ndarray]:
+                options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                backend_options: Optional[BackendOptions] = None) -> Iterator[np.ndarray]:
         """Frames for the clip: portrait (H, W, 3) RGB uint8 in, `frames` frames (H, W, 3) RGB uint8
         out, lazily; `frames` is frame_count(speech.duration, fps), computed once by the caller.
-        `backend_options` is what `parse_options` returned. Raises NoFaceError before the first frame
+        `backend_options` is what `parse_options` returned (None: the backend's defaults). Raises NoFaceError before the first frame
         if needed. Not thread-safe: the caller runs one clip at a time (GenerationService holds its
         device lock from this call until the frames are consumed or closed)."""
 

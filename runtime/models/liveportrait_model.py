@@ -128,7 +128,8 @@ class LivePortraitBackend(AvatarBackend):
         return self.engine.prepare_source(portrait, landmarks.points)
 
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
-                options: AnimationOptions, backend_options: BackendOptions) -> Iterator[np.ndarray]:
+                options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                backend_options: BackendOptions | None = None) -> Iterator[np.ndarray]:
         """Eager: the face is found (or NoFaceError raised) before this returns; frames come lazily."""
         from ..engines.liveportrait.driving import driving_targets
         from ..media.speech_motion import face_motion

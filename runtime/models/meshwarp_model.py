@@ -45,8 +45,10 @@ class MeshWarpBackend(AvatarBackend):
         )
 
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
-                options: AnimationOptions, backend_options: MeshWarpOptions) -> Iterator[np.ndarray]:
-        prepared = self.prepare(portrait, FaceSelector.parse(backend_options.face))  # NoFaceError now, before any frame
+                options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                backend_options: Optional[MeshWarpOptions] = None) -> Iterator[np.ndarray]:
+        face = FaceSelector.parse((backend_options or MeshWarpOptions()).face)
+        prepared = self.prepare(portrait, face)  # NoFaceError now, before any frame
         motion = face_motion(speech, fps)
         return self.animator.frames(prepared, motion, still=options.still, expression_scale=options.expression_scale)
 

@@ -90,11 +90,13 @@ class SadTalkerBackend(AvatarBackend):
         return self.engine.prepare_portrait(portrait, landmarks.points, size)
 
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
-                options: AnimationOptions, backend_options: SadTalkerOptions) -> Iterator[np.ndarray]:
+                options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                backend_options: Optional[SadTalkerOptions] = None) -> Iterator[np.ndarray]:
         """Eager: face, coefficients and keypoints are ready (or an error raised) before this
         returns; frames come lazily in render batches."""
         from ..engines.sadtalker.coefficients import MotionRequest
 
+        backend_options = backend_options or SadTalkerOptions()
         size = self._size(backend_options)
         prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
         speech_16k = resample(speech, 16000)
