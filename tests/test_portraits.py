@@ -90,3 +90,37 @@ def test_face_too_small_to_animate_is_refused(default_server, astronaut):
         response = client.post("/generate", json={"text": "Hello.", "image": png_base64(tiny)})
     assert response.status_code == 422
     assert response.json()["error"] == "no_face" and response.json()["request_id"]
+
+
+def test_the_face_a_user_picks_in_a_group_photo_is_the_one_that_talks(default_server, astronaut, tmp_path):
+    from runtime.media.lipsync import read_video
+
+    from .portraits import group
+
+    photo = group(astronaut)  # astronauts 240, 300 and 200 px tall at x = 20, 280, 600
+    faces = {"left": (20, 260), "middle": (280, 580), "right": (600, 800)}
+    with default_server.client() as client:
+        by_index = client.post("/generate", json={"text": "It is my turn to speak now.", "image": png_base64(photo),
+                                                  "backend_options": {"face": "1"}})
+        by_point = client.post("/generate", json={"text": "It is my turn to speak now.", "image": png_base64(photo),
+                                                  "backend_options": {"face": "700,80"}})
+        nowhere = client.post("/generate", json={"text": "Hello.", "image": png_base64(photo),
+                                                 "backend_options": {"face": "5,330"}})
+        malformed = client.post("/generate", json={"text": "Hello.", "image": png_base64(photo),
+                                                   "backend_options": {"face": "the tall one"}})
+
+    def motion_by_face(response, name):
+        frames, _ = read_video(save_mp4(response, tmp_path, f"{name}.mp4"))
+        scale = frames[0].shape[1] / photo.shape[1]  # a small chosen face is enlarged with the photo
+        grey = [frame.astype(np.float32).mean(axis=-1) for frame in frames]
+        return {face: float(np.mean([np.abs(g[:, int(x0 * scale):int(x1 * scale)] - grey[0][:, int(x0 * scale):int(x1 * scale)]).mean()
+                                     for g in grey[1:]]))
+                for face, (x0, x1) in faces.items()}
+
+    second_largest = motion_by_face(by_index, "by_index")
+    assert second_largest["left"] > 4 * max(second_largest["middle"], second_largest["right"])
+    at_point = motion_by_face(by_point, "by_point")
+    assert at_point["right"] > 4 * max(at_point["middle"], at_point["left"])
+    assert nowhere.status_code == 422 and nowhere.json()["error"] == "no_face"
+    assert "no face at the point" in nowhere.json()["detail"]
+    assert malformed.status_code == 422 and "x,y" in malformed.json()["detail"]
