@@ -15,22 +15,17 @@ def score(args: argparse.Namespace) -> int:
     """Print the quality report of an mp4 (the same JSON as POST /evaluate)."""
     from .config import load_settings
     from .errors import UserInputError
-    from .quality import QualityScorer
+    from .quality.service import EvaluationService
 
-    settings = load_settings()
+    overrides = {"models_dir": args.models_dir} if args.models_dir else {}
+    settings = load_settings(**overrides)
     for path in (args.video, args.portrait):
         if path is not None and not path.is_file():
             print(json.dumps({"error": "not_found", "detail": f"{path} is not a file"}), file=sys.stderr)
             return 2
-    portrait = None
     try:
-        if args.portrait is not None:
-            from .media.portrait import decode_portrait
-
-            portrait = decode_portrait(args.portrait.read_bytes(), max_bytes=settings.max_image_bytes,
-                                       max_pixels=settings.max_image_pixels, max_output_side=settings.max_output_side)
-        scorer = QualityScorer.load(args.models_dir or settings.models_dir, max_seconds=settings.max_evaluate_seconds)
-        report = scorer.score(args.video, portrait)
+        portrait = args.portrait.read_bytes() if args.portrait is not None else None
+        report = EvaluationService.load(settings).evaluate(args.video, portrait)
     except UserInputError as error:
         print(json.dumps({"error": error.error, "detail": error.detail}), file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ ENV_FILE_VARIABLE = "AVATAR_ENV_FILE"
 AvatarBackendName = Literal["auto", "liveportrait", "sadtalker", "meshwarp"]
 TTSEngineName = Literal["auto", "piper", "coqui"]
 DeviceName = Literal["cuda", "mps", "cpu"]
+LipRefinerName = Literal["none", "wav2lip"]
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     # to eager kernels if compiling fails). None = the engine's default (on for cuda only).
     sadtalker_compile: Optional[bool] = None
 
+    # Lip refiner run on every backend's frames (per request: `lip_refine`). wav2lip needs torch and
+    # MODELS_DIR/wav2lip/wav2lip_gan.pth or wav2lip.pth; without them the service starts with it off.
+    lip_refiner: LipRefinerName = "none"
+
     # TTS voices
     piper_voice: str = "en_US-joe-medium"
     piper_voices_dir: Optional[Path] = None  # extra Piper voices: <name>.onnx + <name>.onnx.json
@@ -74,7 +79,8 @@ class Settings(BaseSettings):
     default_fps: int = Field(25, ge=1, le=60)
     max_fps: int = Field(60, ge=1, le=120)
     max_pending_requests: int = Field(32, ge=1)  # beyond this, /generate answers 503
-    max_evaluate_seconds: float = Field(120.0, gt=0)  # longest video `avatar score` accepts
+    max_video_bytes: int = Field(100 * 1024 * 1024, ge=1024)  # POST /evaluate
+    max_evaluate_seconds: float = Field(120.0, gt=0)  # longest video /evaluate and `avatar score` accept
 
     # Encoding
     x264_preset: str = "veryfast"

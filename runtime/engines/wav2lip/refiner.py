@@ -81,7 +81,7 @@ class LipRefiner:
         *,
         checkpoint: str = "",
         batch_size: int = 32,
-        detect_every: int = 5,
+        detect_every: int = 8,
     ):
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
