@@ -98,12 +98,13 @@ def test_refiner_on_meshwarp_output_keeps_frames_sync_identity_and_changes_only_
     frames = meshwarp_frames(astronaut, speech)
     refiner = LipRefiner.load(checkpoint_dir, "cpu", face_locator, batch_size=16)
     assert refiner.describe()["checkpoint"] == "wav2lip_gan.pth"
+    boxes = []  # the face boxes the refiner used, frame by frame
+    track_boxes = refiner.track_boxes
+    refiner.track_boxes = lambda batch, previous: boxes.extend(track_boxes(batch, previous)) or boxes[-len(batch):]
     stats = RefineStats()
     refined = list(refiner.refine(iter(frames), speech, 25, stats))
 
-    assert len(refined) == len(frames) and stats.refined == len(frames) and stats.no_face == 0
-    boxes = [box for start in range(0, len(frames), 16)
-             for box in refiner.track_boxes(frames[start:start + 16], None)]
+    assert len(refined) == len(frames) == len(boxes) and stats.refined == len(frames) and stats.no_face == 0
     changed_somewhere = False
     for before, after, (x0, y0, x1, y1) in zip(frames, refined, boxes):
         changed = np.any(before != after, axis=2)
@@ -131,3 +132,38 @@ def test_refiner_on_meshwarp_output_keeps_frames_sync_identity_and_changes_only_
 def test_refiner_without_weights_says_what_is_missing(tmp_path):
     with pytest.raises(CheckpointError, match="wav2lip_gan.pth or wav2lip.pth"):
         LipRefiner.load(tmp_path, "cpu", locator=object())
+
+
+def test_a_stream_session_gives_every_frame_the_window_the_whole_clip_gives(monkeypatch):
+    """Speech and frames arriving piece by piece (the stream, /ws) get the same mel windows as one clip."""
+    from runtime.media.audio import Speech
+
+    rng = np.random.default_rng(3)
+    samples = (0.2 * rng.standard_normal(16_000 * 3)).astype(np.float32)  # 3 s at 16 kHz: no resampling
+    fps, frame_total = 25, 75
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(frame_total)]
+    seen: dict[int, np.ndarray] = {}
+
+    def record(self, batch, windows, previous, stats):
+        for frame, window in zip(batch, windows):
+            seen[int(frame[0, 0, 0])] = window
+        return batch, previous
+
+    monkeypatch.setattr(LipRefiner, "refine_batch", record)
+    refiner = LipRefiner.__new__(LipRefiner)
+    refiner.batch_size = 16
+    session = refiner.session(fps)
+    out = []
+    for step in range(10):  # 0.3 s of speech and 7-8 frames at a time
+        out += session.add_frames(frames[step * frame_total // 10:(step + 1) * frame_total // 10])
+        # a frame comes out once its window's speech (0.2 s from the frame on, + 25 ms) has arrived
+        heard, given = step * 4800, (step + 1) * frame_total // 10
+        assert len(out) == sum(1 for i in range(given) if (int(i * 3.2) + 15) * 200 + 400 <= heard)
+        session.add_speech(Speech(samples[step * 4800:(step + 1) * 4800], 16_000))
+    out += session.finish()
+    assert [int(f[0, 0, 0]) for f in out] == list(range(frame_total))
+    assert len(session._samples) < 16_000  # the session forgot speech it no longer needs
+
+    whole = wav2lip_mel.mel_windows(wav2lip_mel.melspectrogram(samples), fps, range(frame_total))
+    for index in range(frame_total):
+        assert np.allclose(seen[index], whole[index], atol=1e-5), index

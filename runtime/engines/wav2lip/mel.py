@@ -91,11 +91,22 @@ def window_start(frame_index: int, fps: float, mel_frames: int) -> int:
     return max(0, min(int(frame_index * (MEL_FRAMES_PER_SECOND / fps)), mel_frames - MEL_WINDOW_FRAMES))
 
 
-def mel_windows(mel: np.ndarray, fps: float, frame_indices) -> np.ndarray:
+def mel_windows(mel: np.ndarray, fps: float, frame_indices, *, mel_offset: int = 0, clamp: bool = True) -> np.ndarray:
     """(len(frame_indices), 1, 80, 16) float32 windows for the given video frames.
 
-    A mel shorter than one window is padded with silence (the normalized floor, -4)."""
-    if mel.shape[1] < MEL_WINDOW_FRAMES:
-        mel = np.pad(mel, ((0, 0), (0, MEL_WINDOW_FRAMES - mel.shape[1])), constant_values=-MAX_ABS_VALUE)
-    starts = [window_start(index, fps, mel.shape[1]) for index in frame_indices]
+    mel: (80, T), the clip's mel frames from mel_offset on (a stream keeps only its recent part).
+    clamp: windows past the end take the clip's last full window (the clip has ended); without it
+    the caller guarantees every window is inside. A clip shorter than one window is padded with
+    silence (the normalized floor, -4)."""
+    total = mel_offset + mel.shape[1]
+    if total < MEL_WINDOW_FRAMES:
+        mel = np.pad(mel, ((0, 0), (0, MEL_WINDOW_FRAMES - total)), constant_values=-MAX_ABS_VALUE)
+        total = mel_offset + mel.shape[1]
+    starts = []
+    for index in frame_indices:
+        start = window_start(index, fps, total) if clamp else int(index * (MEL_FRAMES_PER_SECOND / fps))
+        if start < mel_offset or start + MEL_WINDOW_FRAMES > total:
+            raise ValueError(f"frame {index}'s mel window [{start}, {start + MEL_WINDOW_FRAMES}) is outside "
+                             f"the mel frames held [{mel_offset}, {total})")
+        starts.append(start - mel_offset)
     return np.stack([mel[:, start:start + MEL_WINDOW_FRAMES] for start in starts])[:, None]

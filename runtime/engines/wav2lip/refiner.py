@@ -21,7 +21,7 @@ import torch
 from ...media.audio import Speech, resample
 from ...media.landmarks import FaceLocator
 from .checkpoint import find_checkpoint, load_wav2lip
-from .mel import SAMPLE_RATE, mel_windows, melspectrogram
+from .mel import HOP, MEL_FRAMES_PER_SECOND, MEL_WINDOW_FRAMES, N_FFT, SAMPLE_RATE, mel_windows, melspectrogram
 from .network import Wav2Lip
 
 log = logging.getLogger(__name__)
@@ -115,31 +115,30 @@ class LipRefiner:
         out = self.network(mel, inputs).float() * 255.0
         return out.permute(0, 2, 3, 1).flip(-1).cpu().numpy()
 
+    def session(self, fps: float, stats: Optional[RefineStats] = None) -> "RefineSession":
+        """A stream of frames and speech arriving piece by piece (one clip or one conversation)."""
+        return RefineSession(self, fps, stats)
+
     def refine(self, frames: Iterable[np.ndarray], speech: Speech, fps: float,
                stats: Optional[RefineStats] = None) -> Iterator[np.ndarray]:
-        """Refined frames, lazily, batch by batch: frames (H, W, 3) RGB uint8, the speech they go with
-        (any rate), fps. Frames past the speech's end get its last mel window, as upstream does."""
-        stats = stats if stats is not None else RefineStats()
-        mel = melspectrogram(resample(speech, SAMPLE_RATE).samples)
-        previous: Optional[Box] = None
+        """Refined frames, lazily, batch by batch: frames (H, W, 3) RGB uint8 of a whole clip, the
+        speech they go with (any rate), fps. Frames past the speech's end get its last mel window, as
+        upstream does."""
+        session = self.session(fps, stats)
+        session.add_speech(speech)
         batch: list[np.ndarray] = []
-        start = 0
         for frame in frames:
             batch.append(frame)
             if len(batch) == self.batch_size:
-                refined, previous = self._refine_batch(batch, start, mel, fps, previous, stats)
-                yield from refined
-                start += len(batch)
+                yield from session.add_frames(batch)
                 batch = []
-        if batch:
-            refined, previous = self._refine_batch(batch, start, mel, fps, previous, stats)
-            yield from refined
-        if stats.no_face:
-            log.warning("lip refiner: no face on %d of %d frames; those kept the backend's pixels",
-                        stats.no_face, stats.frames)
+        yield from session.add_frames(batch)
+        yield from session.finish()
 
-    def _refine_batch(self, frames: list[np.ndarray], start: int, mel: np.ndarray, fps: float,
-                      previous: Optional[Box], stats: RefineStats) -> tuple[list[np.ndarray], Optional[Box]]:
+    def refine_batch(self, frames: list[np.ndarray], windows: np.ndarray,
+                     previous: Optional[Box], stats: RefineStats) -> tuple[list[np.ndarray], Optional[Box]]:
+        """frames with their mel windows (len(frames), 1, 80, 16) -> the refined frames, and the last
+        face box (for the next batch's tracking)."""
         boxes = self.track_boxes(frames, previous)
         stats.frames += len(frames)
         with_face = [i for i, box in enumerate(boxes) if box is not None]
@@ -151,7 +150,7 @@ class LipRefiner:
             cv2.resize(frames[i][boxes[i][1]:boxes[i][3], boxes[i][0]:boxes[i][2]], (FACE_SIZE, FACE_SIZE))
             for i in with_face
         ])
-        predicted = self.predict(crops, mel_windows(mel, fps, [start + i for i in with_face]))
+        predicted = self.predict(crops, windows[with_face])
         out = list(frames)
         for face, i in zip(predicted, with_face):
             out[i] = paste(frames[i], face, boxes[i])
@@ -186,6 +185,77 @@ class LipRefiner:
                 box = (1 - weight) * found[before] + weight * found[after]
             boxes.append(tuple(int(round(v)) for v in box))
         return boxes
+
+
+class RefineSession:
+    """Frames and speech of one stream, arriving piece by piece, refined as soon as the speech for a
+    frame's mel window (0.2 s from the frame's start, plus the STFT's half window) has arrived; frames
+    come out in order. Speech is kept from a little before the oldest frame still waiting, so memory
+    stays bounded however long the stream runs; mel frames are those the whole clip would give
+    (speech resampled to 16 kHz piece by piece may differ at the seams by the resampler's filter).
+    """
+
+    def __init__(self, refiner: LipRefiner, fps: float, stats: Optional[RefineStats] = None):
+        self.refiner = refiner
+        self.fps = fps
+        self.stats = stats if stats is not None else RefineStats()
+        self._samples = np.zeros(0, np.float32)  # 16 kHz speech from global sample _origin on
+        self._origin = 0  # a multiple of the mel hop, so buffer mel frames line up with the clip's
+        self._pending: list[np.ndarray] = []  # frames waiting for their speech
+        self._next_frame = 0  # global index of _pending[0]
+        self._previous_box: Optional[Box] = None
+
+    def add_speech(self, speech: Speech) -> None:
+        self._samples = np.concatenate([self._samples, resample(speech, SAMPLE_RATE).samples.astype(np.float32)])
+
+    def add_frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Queue frames; returns those whose speech has arrived, refined, in order."""
+        self._pending.extend(frames)
+        heard = self._origin + len(self._samples)
+        ready = 0
+        while ready < len(self._pending):
+            last_mel = int((self._next_frame + ready) * (MEL_FRAMES_PER_SECOND / self.fps)) + MEL_WINDOW_FRAMES - 1
+            if last_mel * HOP + N_FFT // 2 > heard:
+                break
+            ready += 1
+        return self._refine(ready, final=False)
+
+    def finish(self) -> list[np.ndarray]:
+        """The frames still waiting (the clip's end: their windows clamp to its last mel frames)."""
+        return self._refine(len(self._pending), final=True)
+
+    def _refine(self, count: int, final: bool) -> list[np.ndarray]:
+        if count == 0:
+            return []
+        frames, self._pending = self._pending[:count], self._pending[count:]
+        first = self._next_frame
+        indices = list(range(first, first + count))
+        mel = melspectrogram(self._samples)  # this buffer's mel frames = the clip's from _origin / HOP on
+        offset = self._origin // HOP
+        if final:
+            windows = mel_windows(mel, self.fps, [i for i in indices], mel_offset=offset)
+        else:
+            windows = mel_windows(mel, self.fps, indices, mel_offset=offset, clamp=False)
+        out: list[np.ndarray] = []
+        for start in range(0, count, self.refiner.batch_size):
+            stop = min(count, start + self.refiner.batch_size)
+            refined, self._previous_box = self.refiner.refine_batch(
+                frames[start:stop], windows[start:stop], self._previous_box, self.stats)
+            out.extend(refined)
+        self._next_frame += count
+        self._forget_heard_speech()
+        if final and self.stats.no_face:
+            log.warning("lip refiner: no face on %d of %d frames; those kept the backend's pixels",
+                        self.stats.no_face, self.stats.frames)
+        return out
+
+    def _forget_heard_speech(self) -> None:
+        """Drop speech before the next frame's window, keeping a few mel hops for the STFT's reach."""
+        first_mel = int(self._next_frame * (MEL_FRAMES_PER_SECOND / self.fps))
+        keep_from = max(0, (first_mel - 4) * HOP)
+        if keep_from > self._origin:
+            self._samples = self._samples[keep_from - self._origin:]
+            self._origin = keep_from
 
 
 def paste(frame: np.ndarray, face: np.ndarray, box: Box) -> np.ndarray:
