@@ -1,0 +1,86 @@
+"""Users of the running service: the lip refiner after the backend (LIP_REFINER, per-request
+`lip_refine`), /health saying whether it is on, and POST /evaluate scoring an mp4."""
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+import pytest
+
+from .quality_clips import decoded
+from .quality_references import write_wav2lip_checkpoint
+from .server import png_base64, save_mp4, start_server
+
+TEXT = "Hello, nice to meet you."
+
+
+@pytest.fixture(scope="module")
+def refiner_server(tmp_path_factory):
+    """The embedded default with LIP_REFINER=wav2lip on a random-weight official checkpoint."""
+    models = tmp_path_factory.mktemp("models")
+    write_wav2lip_checkpoint(models / "wav2lip" / "wav2lip_gan.pth", seed=11)
+    with start_server(MODELS_DIR=str(models), LIP_REFINER="wav2lip") as server:
+        yield server
+
+
+def test_refiner_runs_after_the_backend_and_a_request_can_turn_it_off(refiner_server, astronaut, tmp_path):
+    refiner = refiner_server.health()["detail"]["lip_refiner"]
+    assert refiner["active"] is True and refiner["checkpoint"] == "wav2lip_gan.pth"
+
+    body = {"text": TEXT, "image": png_base64(astronaut)}
+    with refiner_server.client() as client:
+        refined = save_mp4(client.post("/generate", json=body), tmp_path, "refined.mp4")
+        plain = save_mp4(client.post("/generate", json={**body, "lip_refine": False}), tmp_path, "plain.mp4")
+    refined_frames, refined_speech, _ = decoded(refined)
+    plain_frames, plain_speech, _ = decoded(plain)
+    assert len(refined_frames) == len(plain_frames) > 10
+    assert abs(refined_speech.duration - plain_speech.duration) < 0.03
+    difference = np.mean([np.abs(a.astype(int) - b).mean(axis=2) for a, b in zip(refined_frames, plain_frames)], axis=0)
+    # The face box's lower part was redrawn (random weights: grey); the eyes, the hair and the
+    # background are the backend's (up to the encoder's noise).
+    assert difference[150:190, 190:260].mean() > 20
+    assert difference[:110].mean() < 2 and difference[300:].mean() < 2
+
+
+def test_without_weights_the_service_starts_with_the_refiner_off_and_says_why(tmp_path, astronaut):
+    with start_server(MODELS_DIR=str(tmp_path), LIP_REFINER="wav2lip") as server:
+        refiner = server.health()["detail"]["lip_refiner"]
+        assert refiner["active"] is False and "wav2lip_gan.pth or wav2lip.pth" in refiner["reason"]
+        assert "Lip refiner wav2lip is off" in server.log()
+        with server.client() as client:
+            assert client.post("/generate", json={"text": TEXT}).status_code == 200
+            response = client.post("/generate", json={"text": TEXT, "lip_refine": True})
+    assert response.status_code == 409
+    assert response.json()["error"] == "lip_refiner_unavailable" and "wav2lip" in response.json()["detail"]
+
+
+def test_evaluate_scores_an_mp4_sent_as_multipart_or_json(default_server, astronaut, tmp_path):
+    with default_server.client() as client:
+        clip = client.post("/generate", json={"text": "The quick brown fox jumps over the lazy dog.",
+                                              "image": png_base64(astronaut)}).content
+        portrait = base64.b64decode(png_base64(astronaut))
+        multipart = client.post("/evaluate", files={"video": ("clip.mp4", clip, "video/mp4"),
+                                                    "portrait": ("face.png", portrait, "image/png")})
+        as_json = client.post("/evaluate", json={"video": base64.b64encode(clip).decode()})
+    assert multipart.status_code == 200, multipart.text
+    report = multipart.json()
+    assert report["lip_sync"]["score"] >= 0.4 and report["identity"]["reference"] == "portrait"
+    assert report["syncnet"]["available"] is False and "syncnet_v2.model" in report["syncnet"]["reason"]
+    assert as_json.status_code == 200 and as_json.json()["identity"]["reference"] == "first_frame"
+    assert as_json.json()["clip"]["frames"] == report["clip"]["frames"]
+
+
+@pytest.mark.parametrize("send, status, error", [
+    (lambda c: c.post("/evaluate", files={"video": ("x.mp4", b"not a video at all", "video/mp4")}), 422, "invalid_video"),
+    (lambda c: c.post("/evaluate", json={"video": "%%% not base64"}), 422, "invalid_video"),
+    (lambda c: c.post("/evaluate", json={}), 422, "invalid_request"),
+    (lambda c: c.post("/evaluate", json={"video": base64.b64encode(b"x" * 100).decode(), "nonsense": 1}),
+     422, "invalid_request"),
+])
+def test_evaluate_answers_bad_input_with_a_clear_4xx(default_server, send, status, error):
+    with default_server.client() as client:
+        response = send(client)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == error and body["detail"] and body["request_id"]
