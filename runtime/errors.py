@@ -39,6 +39,15 @@ class AudioTooLargeError(UserInputError):
     status_code = 413
 
 
+class InvalidVideoError(UserInputError):
+    error = "invalid_video"
+
+
+class VideoTooLargeError(UserInputError):
+    error = "video_too_large"
+    status_code = 413
+
+
 class NoFaceError(UserInputError):
     error = "no_face"
 
@@ -51,6 +60,13 @@ class UnsupportedLanguageError(UserInputError):
     """The text is in a language no installed voice speaks."""
 
     error = "unsupported_language"
+
+
+class LipRefinerUnavailableError(UserInputError):
+    """A request asked for the lip refiner while it is off (LIP_REFINER=none, or it could not load)."""
+
+    error = "lip_refiner_unavailable"
+    status_code = 409
 
 
 class ServiceBusyError(Exception):

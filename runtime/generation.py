@@ -22,7 +22,7 @@ from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError, UserI
 from .media.audio import Speech, decode_audio, frame_count, pad_to_frames
 from .media.encode import encode_mp4
 from .media.portrait import decode_portrait, load_portrait_file
-from .models.base import AnimationOptions, AvatarBackend, BackendOptions
+from .models.base import AnimationOptions, AvatarBackend, BackendOptions, LipRefinerSelection
 from .tts.base import TTSEngine
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class GenerationRequest:
     expression_scale: float = 1.0  # multiplies the speech-driven expression
     backend_options: dict[str, Any] = field(default_factory=dict)
     seed_options: dict[str, Any] = field(default_factory=dict)
+    lip_refine: Optional[bool] = None  # None: as LIP_REFINER says; True/False: this request's choice
     request_id: str = field(default_factory=new_request_id)
 
 
@@ -67,6 +68,7 @@ class GenerationResult:
     width: int
     height: int
     seconds: dict[str, float]  # tts, animation, encoding, total
+    lip_refiner: str = "none"  # the refiner that ran after the backend
 
 
 class _TimedFrames:
@@ -121,10 +123,12 @@ class _TimedFrames:
 class GenerationService:
     """Runs requests through a loaded TTS engine and avatar backend (interfaces, not factories)."""
 
-    def __init__(self, settings: Settings, tts: TTSEngine, avatar: AvatarBackend):
+    def __init__(self, settings: Settings, tts: TTSEngine, avatar: AvatarBackend,
+                 lip_refiner: Optional[LipRefinerSelection] = None):
         self.settings = settings
         self.tts = tts
         self.avatar = avatar
+        self.lip_refiner = lip_refiner or LipRefinerSelection()
         self._device_lock = threading.Lock()  # one generation on the device at a time
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -167,6 +171,7 @@ class GenerationService:
         fps = request.fps or self.settings.default_fps
         if fps > self.settings.max_fps:
             raise UserInputError(f"fps is {fps}; the limit is {self.settings.max_fps}", error="invalid_request")
+        self.lip_refiner.wants(request.lip_refine)  # asking for a refiner that is off is a 409, now
         return fps, self.avatar.parse_options(request.backend_options, request.seed_options)
 
     def _speech(self, request: GenerationRequest) -> Speech:
@@ -218,7 +223,9 @@ class GenerationService:
         with self._device_lock:
             waited = time.perf_counter()
             options = AnimationOptions(still=request.still, expression_scale=request.expression_scale)
-            frames = _TimedFrames(self.avatar.animate(portrait, speech, fps, frames_expected, options, backend_options))
+            animated = self.avatar.animate(portrait, speech, fps, frames_expected, options, backend_options)
+            # The refiner runs in the same producer thread, so its time counts as animation.
+            frames = _TimedFrames(self.lip_refiner.apply(animated, speech, fps, request.lip_refine))
             try:
                 encoded = encode_mp4(
                     frames, speech, fps, path,
@@ -245,6 +252,7 @@ class GenerationService:
             request_id=request.request_id,
             backend=self.avatar.name,
             tts_engine=self.tts.name,
+            lip_refiner=self.lip_refiner.requested if self.lip_refiner.wants(request.lip_refine) else "none",
             frames=encoded.frames,
             duration=encoded.duration,
             width=encoded.width,

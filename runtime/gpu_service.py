@@ -19,6 +19,8 @@ from .device import DeviceChoice, select_device
 from .errors import ServiceBusyError, UserInputError
 from .generation import GenerationService, new_request_id
 from .models.factory import BackendSelection, load_avatar_backend
+from .models.lip_refiner import load_lip_refiner
+from .quality.service import EvaluationService
 from .process import configure_process
 from .tts.factory import TTSSelection, load_tts_engine
 
@@ -34,6 +36,7 @@ class LoadedService:
     tts_selection: TTSSelection
     avatar_selection: BackendSelection
     generation: GenerationService
+    evaluation: EvaluationService
 
     def health(self) -> dict:
         """The seed's /health shape, plus detail from the device, the factories and the pipeline."""
@@ -48,6 +51,8 @@ class LoadedService:
                 "avatar": {**self.avatar_selection.as_dict(), "options": sorted(pipeline.avatar.options_model.model_fields),
                            **pipeline.avatar.describe()},
                 "tts": {**self.tts_selection.as_dict(), **pipeline.tts.describe()},
+                "lip_refiner": pipeline.lip_refiner.as_dict(),
+                "quality": self.evaluation.describe(),
                 **pipeline.describe(),
             },
         }
@@ -60,7 +65,10 @@ def build_service(settings: Settings) -> LoadedService:
     tts, tts_selection = load_tts_engine(settings, device)
     log.info("TTS: %s, voice %s", tts.name, tts.default_voice)
     avatar, avatar_selection = load_avatar_backend(settings, device)
-    return LoadedService(settings, device, tts_selection, avatar_selection, GenerationService(settings, tts, avatar))
+    lip_refiner = load_lip_refiner(settings, device)
+    generation = GenerationService(settings, tts, avatar, lip_refiner)
+    return LoadedService(settings, device, tts_selection, avatar_selection, generation,
+                         EvaluationService.load(settings, device.name if device.torch_available else "cpu"))
 
 
 def _error(status: int, error: str, detail: str, request: Request) -> JSONResponse:

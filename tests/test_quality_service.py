@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import io
 
-import httpx
 import numpy as np
 import pytest
+from scipy.io import wavfile
 
-from .quality_clips import decoded
+from .quality_clips import decoded, speak
 from .quality_references import write_wav2lip_checkpoint
 from .server import png_base64, save_mp4, start_server
+
+pytestmark = pytest.mark.service
 
 TEXT = "Hello, nice to meet you."
 
@@ -28,14 +31,20 @@ def test_refiner_runs_after_the_backend_and_a_request_can_turn_it_off(refiner_se
     refiner = refiner_server.health()["detail"]["lip_refiner"]
     assert refiner["active"] is True and refiner["checkpoint"] == "wav2lip_gan.pth"
 
-    body = {"text": TEXT, "image": png_base64(astronaut)}
+    # The same speech for both requests (Piper samples its durations afresh each time).
+    speech = speak(TEXT)
+    wav = io.BytesIO()
+    wavfile.write(wav, speech.sample_rate, (speech.samples * 32767).astype(np.int16))
+    body = {"audio": base64.b64encode(wav.getvalue()).decode(), "image": png_base64(astronaut)}
     with refiner_server.client() as client:
-        refined = save_mp4(client.post("/generate", json=body), tmp_path, "refined.mp4")
-        plain = save_mp4(client.post("/generate", json={**body, "lip_refine": False}), tmp_path, "plain.mp4")
-    refined_frames, refined_speech, _ = decoded(refined)
-    plain_frames, plain_speech, _ = decoded(plain)
-    assert len(refined_frames) == len(plain_frames) > 10
+        refined_response = client.post("/generate", json=body)
+        plain_response = client.post("/generate", json={**body, "lip_refine": False})
+    assert refined_response.headers["x-lip-refiner"] == "wav2lip" and plain_response.headers["x-lip-refiner"] == "none"
+    refined_frames, refined_speech, _ = decoded(save_mp4(refined_response, tmp_path, "refined.mp4"))
+    plain_frames, plain_speech, _ = decoded(save_mp4(plain_response, tmp_path, "plain.mp4"))
+    assert len(refined_frames) == len(plain_frames) == int(refined_response.headers["x-video-frames"]) > 10
     assert abs(refined_speech.duration - plain_speech.duration) < 0.03
+    assert abs(refined_speech.duration - len(refined_frames) / 25) < 0.05
     difference = np.mean([np.abs(a.astype(int) - b).mean(axis=2) for a, b in zip(refined_frames, plain_frames)], axis=0)
     # The face box's lower part was redrawn (random weights: grey); the eyes, the hair and the
     # background are the backend's (up to the encoder's noise).

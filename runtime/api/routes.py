@@ -19,9 +19,9 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..errors import InvalidAudioError, InvalidImageError, UserInputError
+from ..errors import InvalidAudioError, InvalidImageError, InvalidVideoError, UserInputError
 from ..generation import GenerationRequest, GenerationService
-from .schemas import ErrorBody, GenerateRequestBody
+from .schemas import ErrorBody, EvaluateRequestBody, GenerateRequestBody
 
 router = APIRouter()
 
@@ -128,6 +128,7 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: st
         expression_scale=body.expression_scale,
         backend_options=body.backend_options,
         seed_options={name: getattr(body, name) for name in ("pose_style", "size") if getattr(body, name) is not None},
+        lip_refine=body.lip_refine,
     )
 
 
@@ -157,6 +158,7 @@ async def generate(request: Request):
     headers = {  # X-Request-ID comes from the service's middleware, as on every response
         "X-Avatar-Backend": result.backend,
         "X-TTS-Engine": result.tts_engine,
+        "X-Lip-Refiner": result.lip_refiner,
         "X-Video-Frames": str(result.frames),
         "X-Video-Duration": f"{result.duration:.3f}",
         **{f"X-{name.title()}-Seconds": f"{value:.3f}" for name, value in result.seconds.items()},
@@ -173,3 +175,29 @@ async def generate(request: Request):
 @router.get("/health", summary="Device, loaded backends and why anything fell back")
 async def health(request: Request) -> JSONResponse:
     return JSONResponse(request.app.state.service.health())
+
+
+@router.post(
+    "/evaluate",
+    summary="Quality metrics of an mp4: lip sync, A/V timing, identity, jitter, sharpness, SyncNet LSE-C/LSE-D",
+    responses={422: {"model": ErrorBody}, 413: {"model": ErrorBody}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": EvaluateRequestBody.model_json_schema()},
+        "multipart/form-data": {"schema": EvaluateRequestBody.model_json_schema()}}}},
+)
+async def evaluate(request: Request) -> JSONResponse:
+    evaluator = request.app.state.service.evaluation
+    s = evaluator.settings
+    fields, files = await _read_fields(request, 2 * (s.max_video_bytes + s.max_image_bytes) + 65536)
+    unknown_files = set(files) - {"video", "portrait"}
+    if unknown_files:
+        raise UserInputError(f"unexpected file parts: {', '.join(sorted(unknown_files))}", error="invalid_request")
+    try:
+        body = EvaluateRequestBody.model_validate({**fields, **{name: "" for name in files}})
+    except ValidationError as exc:
+        raise UserInputError(_validation_message(exc), error="invalid_request") from exc
+    video = files.get("video") or _decode_base64(body.video, "video", InvalidVideoError)
+    portrait = files.get("portrait")
+    if portrait is None and body.portrait:
+        portrait = _decode_base64(body.portrait, "portrait", InvalidImageError)
+    return JSONResponse(await run_in_threadpool(evaluator.evaluate, video, portrait))

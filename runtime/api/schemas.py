@@ -29,6 +29,18 @@ class GenerateRequestBody(BaseModel):
     # the loaded backend takes them (ignored elsewhere, as the seed did).
     pose_style: Optional[int] = Field(None, description="Same as backend_options.pose_style (SadTalker).")
     size: Optional[int] = Field(None, description="Same as backend_options.size (SadTalker: 256 or 512).")
+    lip_refine: Optional[bool] = Field(None, description="Run the lip refiner (Wav2Lip) after the backend; default: "
+                                       "as LIP_REFINER says. true while the refiner is off is a 409 saying why.")
+
+
+class EvaluateRequestBody(BaseModel):
+    """POST /evaluate, as JSON (base64 fields) or multipart (file parts or base64 fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video: str = Field(description="The mp4 to score, base64 (or a file part in multipart).")
+    portrait: Optional[str] = Field(None, description="The portrait it was made from, base64 (or a file part): "
+                                    "identity and sharpness are measured against it. Default: the clip's first face.")
 
 
 class ErrorBody(BaseModel):

@@ -1,4 +1,5 @@
-"""The avatar backend interface: load once, then portrait + speech -> frames."""
+"""The avatar backend interface: load once, then portrait + speech -> frames; and the lip refiner's,
+which runs after any backend."""
 from __future__ import annotations
 
 import hashlib
@@ -6,13 +7,13 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterator, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, Optional, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import BackendUnavailable  # noqa: F401  (re-exported for backends)
-from ..errors import UserInputError
+from ..errors import LipRefinerUnavailableError, UserInputError
 from ..media.audio import Speech  # noqa: F401  (re-exported for backends)
 
 if TYPE_CHECKING:
@@ -127,3 +128,48 @@ class PortraitCache(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class FrameRefiner(Protocol):
+    """A post-processor of any backend's frames (the lip refiner): frames and their speech in,
+    as many frames out, lazily."""
+
+    def refine(self, frames: Iterable[np.ndarray], speech: Speech, fps: float) -> Iterator[np.ndarray]: ...
+
+    def describe(self) -> dict: ...
+
+
+@dataclass
+class LipRefinerSelection:
+    """What LIP_REFINER asked for, the refiner if it loaded, and why not."""
+
+    requested: str = "none"
+    refiner: Optional[FrameRefiner] = None
+    reason: str = "LIP_REFINER=none"
+
+    @property
+    def active(self) -> bool:
+        return self.refiner is not None
+
+    def as_dict(self) -> dict:
+        """The refiner's part of /health."""
+        detail = {"requested": self.requested, "active": self.active, "reason": None if self.active else self.reason}
+        if self.refiner is not None:
+            detail.update(self.refiner.describe())
+        return detail
+
+    def wants(self, lip_refine: Optional[bool]) -> bool:
+        """Whether a request runs the refiner: its `lip_refine` flag, else LIP_REFINER. Asking for it
+        while it is off is the client's error (409, naming why it is off)."""
+        if lip_refine is None:
+            return self.active
+        if lip_refine and not self.active:
+            raise LipRefinerUnavailableError(f"lip_refine was requested but the lip refiner is off: {self.reason}")
+        return bool(lip_refine)
+
+    def apply(self, frames: Iterable[np.ndarray], speech: Speech, fps: int,
+              lip_refine: Optional[bool]) -> Iterator[np.ndarray]:
+        """The frames, refined when the request wants it, lazily (a stream stays a stream)."""
+        if not self.wants(lip_refine):
+            return iter(frames)
+        return self.refiner.refine(frames, speech, fps)

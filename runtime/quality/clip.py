@@ -9,13 +9,9 @@ from typing import Iterator, Union
 import av
 import numpy as np
 
-from ..errors import UserInputError
+from ..errors import InvalidVideoError, UserInputError, VideoTooLargeError
 
 Source = Union[Path, bytes]
-
-
-class InvalidVideoError(UserInputError):
-    error = "invalid_video"
 
 
 @dataclass(frozen=True)
@@ -53,8 +49,7 @@ def read_audio_and_timing(source: Source, max_seconds: float) -> tuple[np.ndarra
                 raise InvalidVideoError("the video stream has no frame rate")
             video_duration = float(video.duration * video.time_base) if video.duration else float(container.duration or 0) / 1e6
             if video_duration > max_seconds:
-                raise InvalidVideoError(f"the video lasts {video_duration:.1f} s; the limit is {max_seconds:g} s",
-                                        status_code=413, error="video_too_long")
+                raise VideoTooLargeError(f"the video lasts {video_duration:.1f} s; the limit is {max_seconds:g} s")
             if not container.streams.audio:
                 return np.zeros(0, np.float32), 0, float("nan"), float("nan"), fps, video_duration
             audio = container.streams.audio[0]

@@ -6,19 +6,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
+from ..errors import InvalidVideoError, VideoTooLargeError
 from ..media.portrait import decode_portrait
-from .clip import InvalidVideoError
 from .scorer import QualityScorer
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
-
-
-class VideoTooLargeError(InvalidVideoError):
-    error = "video_too_large"
-    status_code = 413
 
 
 class EvaluationService:
