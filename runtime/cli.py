@@ -15,10 +15,12 @@ def score(args: argparse.Namespace) -> int:
     """Print the quality report of an mp4 (the same JSON as POST /evaluate)."""
     from .config import load_settings
     from .errors import UserInputError
+    from .process import configure_process
     from .quality.service import EvaluationService
 
     overrides = {"models_dir": args.models_dir} if args.models_dir else {}
     settings = load_settings(**overrides)
+    configure_process(settings)  # MediaPipe's native log lines would otherwise mix into stderr
     for path in (args.video, args.portrait):
         if path is not None and not path.is_file():
             print(json.dumps({"error": "not_found", "detail": f"{path} is not a file"}), file=sys.stderr)
