@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from runtime.config import ENV_FILE_VARIABLE
+
 from .server import REPO, save_mp4, start_server
 
 pytestmark = pytest.mark.service
@@ -33,7 +35,7 @@ def test_liveportrait_without_weights_falls_back_and_still_generates(tmp_path):
 def test_invalid_setting_fails_at_startup_naming_the_valid_values():
     result = subprocess.run(
         [sys.executable, "-m", "runtime.gpu_service"], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "AVATAR_BACKEND": "wav2lip", "PORT": "1"},
+        env={"PATH": "/usr/bin:/bin", ENV_FILE_VARIABLE: "", "AVATAR_BACKEND": "wav2lip", "PORT": "1"},
     )
     assert result.returncode != 0
     for valid in ("auto", "liveportrait", "sadtalker", "meshwarp"):
@@ -53,7 +55,7 @@ def _has_cuda() -> bool:
 def test_forcing_a_missing_device_fails_at_startup():
     result = subprocess.run(
         [sys.executable, "-m", "runtime.gpu_service"], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "DEVICE": "cuda", "PORT": "1"},
+        env={"PATH": "/usr/bin:/bin", ENV_FILE_VARIABLE: "", "DEVICE": "cuda", "PORT": "1"},
     )
     assert result.returncode != 0
     assert "DEVICE=cuda was requested but is not available" in result.stderr

@@ -138,9 +138,11 @@ def test_docs_and_openapi_describe_generate(default_server):
 def test_same_portrait_twice_reuses_its_preparation(default_server, astronaut):
     mirrored = png_base64(astronaut[:, ::-1].copy())  # a portrait no other test sends
     with default_server.client() as client:
+        cached_at_first = client.get("/health").json()["detail"]["avatar"]["cached_portraits"]
         first = client.post("/generate", json={"text": "Hi.", "image": mirrored})
         cached_before = client.get("/health").json()["detail"]["avatar"]["cached_portraits"]
         second = client.post("/generate", json={"text": "Hi again.", "image": mirrored})
         cached_after = client.get("/health").json()["detail"]["avatar"]["cached_portraits"]
     assert first.status_code == second.status_code == 200
+    assert cached_before == min(cached_at_first + 1, 16)  # the new portrait was prepared and kept (16 at most)
     assert cached_after == cached_before
