@@ -98,3 +98,20 @@ def test_a_good_request_after_all_the_bad_ones_succeeds(small_limits_server, ast
     assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
     assert len(response.headers["x-request-id"]) == 16
     assert health["status"] == "healthy"
+
+
+def test_an_internal_failure_is_a_500_that_names_only_the_request(tmp_path):
+    """A server misconfigured so that encoding fails: the client learns the request id, not the
+    exception; the log has the whole story under that id; the next request is still answered."""
+    with start_server(MODELS_DIR=str(tmp_path), X264_PRESET="no-such-preset") as server:
+        with server.client() as client:
+            response = client.post("/generate", json={"text": "This cannot be encoded."})
+            health = client.get("/health")
+        log = server.log()
+    assert response.status_code == 500, response.text
+    body = response.json()
+    request_id = body["request_id"]
+    assert body["error"] == "internal_error" and response.headers["x-request-id"] == request_id
+    assert body["detail"] == f"internal error; the server log has the details under request {request_id}"
+    assert f"request {request_id} failed" in log and "no-such-preset" in log
+    assert health.status_code == 200
