@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -62,10 +63,38 @@ class Settings(BaseSettings):
     coqui_model_path: Optional[Path] = None
     coqui_config_path: Optional[Path] = None
 
-    # HTTP
-    host: str = "0.0.0.0"
+    # HTTP. Loopback unless told otherwise: the container sets HOST=0.0.0.0 (Dockerfile).
+    host: str = "127.0.0.1"
     port: int = Field(8001, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object a line, with the request id
+
+    # Access. API_KEYS: comma-separated keys, or API_KEYS_FILE: one key a line ("#" comments); either
+    # set -> every endpoint but the liveness/readiness probes needs `Authorization: Bearer <key>`.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_keys_file: Optional[Path] = None
+    # Per key (per client address without keys): a bucket of RATE_LIMIT_BURST requests refilled at
+    # RATE_LIMIT_PER_MINUTE; 0 turns the limit off. Probes and /metrics are not counted.
+    rate_limit_per_minute: float = Field(0.0, ge=0)
+    rate_limit_burst: int = Field(10, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)  # exact origins allowed to call from a browser
+
+    # Deadlines. A request's work stops when its client hangs up, or at REQUEST_TIMEOUT_S (a 504).
+    request_timeout_s: float = Field(300.0, gt=0)
+    # SIGTERM: stop accepting, let requests in flight finish for this long, then cancel them (503).
+    shutdown_grace_s: float = Field(20.0, ge=0)
+    # Slow clients: the request head must arrive within header_timeout_s, the body within body_timeout_s.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(60.0, gt=0)
+    max_json_depth: int = Field(32, ge=2)  # JSON nested deeper is a 400
+    # Request bodies held at once (a 30 MB base64 image costs ~3x that while parsed and decoded); a
+    # body that would pass it waits for others to finish, unless it is alone (any one body may be read).
+    max_buffered_body_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+
+    # Registered avatars (POST /avatars): decoded portraits and per-backend preparation, on disk.
+    data_dir: Path = PACKAGE_DIR.parent / "data"
+    avatar_cache_size: int = Field(32, ge=1)  # prepared avatars kept in memory
+    max_avatars: int = Field(1000, ge=1)
 
     # Request limits: every one of them is a 4xx when exceeded
     max_text_chars: int = Field(2000, ge=1)
@@ -82,11 +111,33 @@ class Settings(BaseSettings):
     max_video_bytes: int = Field(100 * 1024 * 1024, ge=1024)  # POST /evaluate
     max_evaluate_seconds: float = Field(120.0, gt=0)  # longest video /evaluate and `avatar score` accept
 
+    # TTS memory: text reaches the engine in chunks of at most tts_chunk_chars, on tts_workers threads.
+    tts_workers: int = Field(1, ge=1)  # each one speaking adds ~130 MB while it speaks
+    tts_chunk_chars: int = Field(200, ge=20)
+
     # Encoding
     x264_preset: str = "veryfast"
     x264_crf: int = Field(20, ge=0, le=51)
 
     default_avatar: Path = PACKAGE_DIR / "assets" / "default_avatar.png"
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        """`a,b` (or a JSON list) from the environment -> ["a", "b"]; blanks dropped."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        return [item.strip() for item in value if item and item.strip()]
+
+    def access_keys(self) -> list[str]:
+        """API_KEYS plus the keys of API_KEYS_FILE (one a line, `#` starts a comment); empty = open."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text().splitlines():
+                key = line.split("#", 1)[0].strip()
+                if key:
+                    keys.append(key)
+        return keys
 
 
 def env_file() -> Optional[Path]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import tempfile
 import threading
 import time
 import uuid
@@ -17,13 +16,17 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from .cancellation import Cancelled, CancelToken
 from .config import Settings
 from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError, UserInputError
 from .media.audio import Speech, decode_audio, frame_count, pad_to_frames
 from .media.encode import encode_mp4
-from .media.portrait import decode_portrait, load_portrait_file
+from .media.portrait import PortraitDecoder, load_portrait_file
 from .models.base import AnimationOptions, AvatarBackend, BackendOptions, LipRefinerSelection
 from .tts.base import TTSEngine
+from .tts.chunking import split_text
+from .tts.text_rules import check_text_characters
+from .workdirs import new_workdir
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class GenerationRequest:
     seed_options: dict[str, Any] = field(default_factory=dict)
     lip_refine: Optional[bool] = None  # None: as LIP_REFINER says; True/False: this request's choice
     request_id: str = field(default_factory=new_request_id)
+    portrait: Optional[np.ndarray] = None  # a registered avatar's decoded portrait, instead of image
 
 
 @dataclass
@@ -77,8 +81,10 @@ class _TimedFrames:
 
     _DONE = object()
 
-    def __init__(self, frames: Iterator[np.ndarray], ahead: int = 8):
+    def __init__(self, frames: Iterator[np.ndarray], token: CancelToken, ahead: int = 8):
         self._frames = frames
+        self._token = token
+        self.rendered = 0
         self._queue: queue.Queue = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
         self.busy_seconds = 0.0
@@ -89,6 +95,7 @@ class _TimedFrames:
     def _produce(self) -> None:
         try:
             while not self._stop.is_set():
+                self._token.check()
                 started = time.perf_counter()
                 try:
                     frame = next(self._frames)
@@ -96,6 +103,7 @@ class _TimedFrames:
                     break
                 finally:
                     self.busy_seconds += time.perf_counter() - started
+                self.rendered += 1
                 self._queue.put(frame)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self.error = exc
@@ -105,6 +113,7 @@ class _TimedFrames:
     def __iter__(self) -> Iterator[np.ndarray]:
         while True:
             item = self._queue.get()
+            self._token.check()
             if item is self._DONE:
                 if self.error is not None:
                     raise self.error
@@ -133,6 +142,8 @@ class GenerationService:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._default_portrait: Optional[np.ndarray] = None
+        self.portraits = PortraitDecoder(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                                         max_output_side=settings.max_output_side)
         self.completed = 0
         self.failed = 0
 
@@ -153,12 +164,11 @@ class GenerationService:
         return self._default_portrait
 
     def _portrait(self, request: GenerationRequest) -> np.ndarray:
+        if request.portrait is not None:
+            return request.portrait
         if request.image is None:
             return self.default_portrait()
-        s = self.settings
-        return decode_portrait(
-            request.image, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, max_output_side=s.max_output_side
-        )
+        return self.portraits.decode(request.image)
 
     def _check(self, request: GenerationRequest) -> tuple[int, BackendOptions]:
         """The cheap checks, before any decoding or queueing: text within the limit and something to
@@ -168,13 +178,19 @@ class GenerationService:
             raise InvalidTextError(f"text is {len(request.text)} characters; the limit is {limit}")
         if request.audio is None and not request.text.strip():
             raise InvalidTextError("text is empty; send text to speak, or audio")
+        if request.audio is None:
+            check_text_characters(request.text)
+            shortest = self.tts.shortest_seconds(request.text)
+            if shortest > self.settings.max_audio_seconds:  # refused before any synthesis
+                raise InvalidTextError(f"the text makes at least {shortest:.0f} s of speech; "
+                                       f"the limit is {self.settings.max_audio_seconds:g} s")
         fps = request.fps or self.settings.default_fps
         if fps > self.settings.max_fps:
             raise UserInputError(f"fps is {fps}; the limit is {self.settings.max_fps}", error="invalid_request")
         self.lip_refiner.wants(request.lip_refine)  # asking for a refiner that is off is a 409, now
         return fps, self.avatar.parse_options(request.backend_options, request.seed_options)
 
-    def _speech(self, request: GenerationRequest) -> Speech:
+    def _speech(self, request: GenerationRequest, token: CancelToken) -> Speech:
         s = self.settings
         if request.audio is not None:
             speech = decode_audio(request.audio, max_seconds=s.max_audio_seconds, max_bytes=s.max_audio_bytes)
@@ -185,22 +201,33 @@ class GenerationService:
         speaker = None
         if request.speaker_wav is not None:
             speaker = decode_audio(request.speaker_wav, max_seconds=30.0, max_bytes=s.max_audio_bytes)
-        speech = self.tts.synthesize(text, voice=request.voice, speaker_wav=speaker)
-        if speech.duration > s.max_audio_seconds:
-            raise InvalidTextError(
-                f"the text makes {speech.duration:.0f} s of speech; the limit is {s.max_audio_seconds:g} s"
-            )
-        return speech
+        pieces, spoken = [], 0.0
+        for chunk in split_text(text, s.tts_chunk_chars):  # bounded chunks: bounded TTS memory
+            token.check()
+            try:
+                piece = self.tts.synthesize(chunk, voice=request.voice, speaker_wav=speaker)
+            except InvalidTextError:
+                continue  # this chunk holds nothing speakable; the others may
+            spoken += piece.duration
+            if spoken > s.max_audio_seconds:  # enforced while speaking, not after
+                raise InvalidTextError(f"the text makes more than {s.max_audio_seconds:g} s of speech (the limit)")
+            pieces.append(piece.samples)
+        if not pieces:
+            raise InvalidTextError("the text contains nothing that can be spoken")
+        return Speech(np.concatenate(pieces), piece.sample_rate)
 
-    def generate(self, request: GenerationRequest, workdir: Optional[Path] = None) -> GenerationResult:
-        """Run the whole job (blocking). Raises UserInputError for bad input, ServiceBusyError when full."""
+    def generate(self, request: GenerationRequest, workdir: Optional[Path] = None,
+                 token: Optional[CancelToken] = None) -> GenerationResult:
+        """Run the whole job (blocking). Raises UserInputError for bad input, ServiceBusyError when full,
+        Cancelled soon after `token` is cancelled."""
+        token = token or CancelToken()
         fps, backend_options = self._check(request)  # bad input is a 4xx even when the queue is full
         with self._pending_lock:
             if self._pending >= self.settings.max_pending_requests:
                 raise ServiceBusyError(f"{self._pending} requests are already waiting; try again shortly")
             self._pending += 1
         try:
-            result = self._generate(request, fps, backend_options, workdir)
+            result = self._generate(request, fps, backend_options, workdir, token)
             self.completed += 1
             return result
         except BaseException:
@@ -211,26 +238,32 @@ class GenerationService:
                 self._pending -= 1
 
     def _generate(self, request: GenerationRequest, fps: int, backend_options: BackendOptions,
-                  workdir: Optional[Path]) -> GenerationResult:
+                  workdir: Optional[Path], token: CancelToken) -> GenerationResult:
         started = time.perf_counter()
         portrait = self._portrait(request)
-        speech = self._speech(request)  # TTS runs outside the device lock: it uses the CPU
+        speech = self._speech(request, token)  # TTS runs outside the device lock: it uses the CPU
         tts_done = time.perf_counter()
         speech = pad_to_frames(speech, fps)
         frames_expected = frame_count(speech.duration, fps)  # the one count the backend and the encoder share
-        workdir = workdir or Path(tempfile.mkdtemp(prefix="avatar-"))
+        workdir = workdir or new_workdir()
         path = workdir / f"{request.request_id}.mp4"
         with self._device_lock:
             waited = time.perf_counter()
             options = AnimationOptions(still=request.still, expression_scale=request.expression_scale)
+            token.check()
             animated = self.avatar.animate(portrait, speech, fps, frames_expected, options, backend_options)
             # The refiner runs in the same producer thread, so its time counts as animation.
-            frames = _TimedFrames(self.lip_refiner.apply(animated, speech, fps, request.lip_refine))
+            frames = _TimedFrames(self.lip_refiner.apply(animated, speech, fps, request.lip_refine), token)
             try:
                 encoded = encode_mp4(
                     frames, speech, fps, path,
                     preset=self.settings.x264_preset, crf=self.settings.x264_crf, expected_frames=frames_expected,
                 )
+            except Cancelled:
+                log.info("request %s cancelled after %d frames (%s; stopped %.3f s after the cancel)",
+                         request.request_id, frames.rendered, token.reason,
+                         time.monotonic() - (token.cancelled_at or time.monotonic()))
+                raise
             finally:
                 frames.close()
         finished = time.perf_counter()

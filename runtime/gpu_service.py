@@ -4,25 +4,35 @@ Run: `uvicorn runtime.gpu_service:create_app --factory --port 8001` or `python -
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import sys
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Optional
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
+from .api.avatar_routes import router as avatar_router
+from .api.edge import install_edge
+from .api.probes import router as probes_router
 from .api.routes import router
+from .api.serving import Lifecycle, serve
+from .avatars import AvatarStore
 from .config import Settings, load_settings
 from .device import DeviceChoice, select_device
-from .errors import ServiceBusyError, UserInputError
-from .generation import GenerationService, new_request_id
+from .generation import GenerationService
 from .models.factory import BackendSelection, load_avatar_backend
 from .models.lip_refiner import load_lip_refiner
 from .quality.service import EvaluationService
+from .observability import Metrics, device_memory_reader
 from .process import configure_process
 from .tts.factory import TTSSelection, load_tts_engine
+from .tts.pool import PooledTTS
+from .workdirs import remove_stale_workdirs
 
 log = logging.getLogger("runtime.gpu_service")
 
@@ -63,7 +73,8 @@ def build_service(settings: Settings) -> LoadedService:
     device = select_device(settings)
     log.info("Device: %s (%s)", device.name, device.reason)
     tts, tts_selection = load_tts_engine(settings, device)
-    log.info("TTS: %s, voice %s", tts.name, tts.default_voice)
+    log.info("TTS: %s, voice %s, %d worker(s)", tts.name, tts.default_voice, settings.tts_workers)
+    tts = PooledTTS(tts, settings.tts_workers)
     avatar, avatar_selection = load_avatar_backend(settings, device)
     lip_refiner = load_lip_refiner(settings, device)
     generation = GenerationService(settings, tts, avatar, lip_refiner)
@@ -71,23 +82,21 @@ def build_service(settings: Settings) -> LoadedService:
                          EvaluationService.load(settings, device.name if device.torch_available else "cpu"))
 
 
-def _error(status: int, error: str, detail: str, request: Request) -> JSONResponse:
-    body = {"error": error, "detail": detail}
-    request_id = getattr(request.state, "request_id", None)
-    if request_id:
-        body["request_id"] = request_id
-    return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id} if request_id else None)
-
-
 def create_app(settings: Optional[Settings] = None) -> FastAPI:
     settings = settings or load_settings()
     configure_process(settings)
+    metrics = Metrics()
+    lifecycle = Lifecycle(settings.shutdown_grace_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.service = build_service(settings)
-        log.info("Ready: http://%s:%d", settings.host, settings.port)
+        remove_stale_workdirs()
+        # Models load in the background so the probes answer meanwhile (/health/ready: 503 until warm).
+        loading = asyncio.create_task(asyncio.to_thread(_load_and_warm, app, settings, metrics, lifecycle))
         yield
+        loading.cancel()
+        if app.state.service is not None:
+            app.state.service.generation.tts.close()
 
     app = FastAPI(
         title="Realtime avatar GPU service",
@@ -95,48 +104,49 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.lifecycle = lifecycle
+    app.state.service = None
+    app.state.avatars = None
     app.include_router(router)
-
-    @app.middleware("http")
-    async def assign_request_id(request: Request, call_next):
-        """Every response names its request, errors found before /generate's handler runs too
-        (a 422 from body validation), so a client's report can be matched with the server log."""
-        request.state.request_id = new_request_id()
-        response = await call_next(request)
-        response.headers.setdefault("X-Request-ID", request.state.request_id)
-        return response
-
-    @app.exception_handler(UserInputError)
-    async def user_input_error(request: Request, exc: UserInputError):
-        log.info("request %s: %d %s", getattr(request.state, "request_id", "?"), exc.status_code, exc.error)
-        return _error(exc.status_code, exc.error, exc.detail, request)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return _error(422, "invalid_request", detail, request)
-
-    @app.exception_handler(ServiceBusyError)
-    async def busy(request: Request, exc: ServiceBusyError):
-        return _error(503, "busy", str(exc), request)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception):
-        request_id = getattr(request.state, "request_id", "?")
-        log.exception("request %s failed", request_id)
-        # The exception's text can hold paths and object reprs: it goes to the log, not to the client.
-        return _error(500, "internal_error", f"internal error; the server log has the details under request {request_id}",
-                      request)
-
+    app.include_router(probes_router)
+    app.include_router(avatar_router)
+    install_edge(app, settings, metrics)
     return app
 
 
-def main() -> None:
-    import uvicorn
+def _load_and_warm(app: FastAPI, settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> None:
+    """Load everything, speak one short utterance and prepare the default portrait, then declare the
+    service ready. A failure is logged and stops the server (exit status 1)."""
+    try:
+        service = build_service(settings)
+        pipeline = service.generation
+        started = time.perf_counter()
+        pipeline.tts.synthesize("Ready.")
+        pipeline.avatar.prepare(pipeline.default_portrait())
+        log.info("Warmed up in %.2f s", time.perf_counter() - started)
+        app.state.avatars = AvatarStore(settings.data_dir, pipeline.avatar, pipeline.portraits,
+                                        settings.avatar_cache_size, settings.max_avatars)
+        app.state.service = service
+        metrics.watch_queue(lambda: pipeline.pending)
+        metrics.watch_device_memory(service.device.name, device_memory_reader(service.device.name))
+        metrics.watch_preparations(pipeline.avatar.name, lambda: pipeline.avatar.preparations)
+        lifecycle.ready = True
+        metrics.ready.set(1)
+        log.info("Ready: http://%s:%d", settings.host, settings.port)
+    except Exception as exc:
+        lifecycle.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("Start-up failed; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
 
+
+def main() -> None:
     settings = load_settings()
     app = create_app(settings)  # configures logging; uvicorn keeps its hands off it (log_config=None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    serve(app, settings)
+    if app.state.lifecycle.load_error:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import sys
 import threading
 
 from .config import Settings
+from .memory import return_large_frees_to_the_system
+from .observability import JsonLogFormatter, RequestIdFilter, TextLogFormatter
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
@@ -31,7 +33,7 @@ def configure_process(settings: Settings) -> None:
     if _configured:
         return
     _configured = True
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     quiet_native_logs()
     set_runtime_switches(settings)
 
@@ -42,16 +44,19 @@ def set_runtime_switches(settings: Settings) -> None:
     # every C call; at CPython's default 5 ms switch interval each hand-over can stall the other
     # for 5 ms (the convoy effect), which starved the GPU between batches. 0.5 ms bounds the stall.
     sys.setswitchinterval(0.0005)
+    return_large_frees_to_the_system()
     if settings.pytorch_enable_mps_fallback:
         # Read by torch when it runs an op on mps: ops mps lacks then run on the cpu instead of raising.
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Our package logs at `level`; third-party libraries only from WARNING up (matplotlib's font
-    cache, uvicorn's start-up banner and access lines are not news to an operator)."""
+    cache, uvicorn's start-up banner and access lines are not news to an operator). Every line names
+    its request when it has one; LOG_FORMAT=json writes one JSON object a line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonLogFormatter() if log_format == "json" else TextLogFormatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

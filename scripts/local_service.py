@@ -24,7 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 @contextmanager
 def local_service(startup_timeout: float = 900.0, **env: str) -> Iterator[str]:
     """`python -m runtime.gpu_service` on a free 127.0.0.1 port, with the current environment plus
-    `env`; yields its base URL once /health answers. Its log goes to this process's stderr."""
+    `env`; yields its base URL once it is ready. Its log goes to this process's stderr."""
+    with local_service_process(startup_timeout, **env) as (url, _):
+        yield url
+
+
+@contextmanager
+def local_service_process(startup_timeout: float = 900.0, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As local_service, yielding (base URL, the server process) for scripts that watch the process."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -37,14 +44,15 @@ def local_service(startup_timeout: float = 900.0, **env: str) -> Iterator[str]:
             if process.poll() is not None:
                 raise RuntimeError(f"the service exited with {process.returncode} (its log is above)")
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                # readiness: open even with API_KEYS set; 200 once the models are loaded and warm
+                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not answer /health within {startup_timeout:g} s")
+                raise RuntimeError(f"the service was not ready within {startup_timeout:g} s")
             time.sleep(0.3)
-        yield url
+        yield url, process
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -113,7 +113,8 @@ def _wait_until_healthy(server: RunningServer, startup_timeout: float) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()[-4000:]}")
         try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+            # readiness: open even with API_KEYS set; 200 once the models are loaded and warm
+            if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

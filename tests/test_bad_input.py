@@ -80,7 +80,7 @@ def test_broken_json_and_wrong_content(small_limits_server):
     with small_limits_server.client() as client:
         broken = client.post("/generate", content=b'{"text": "hi"', headers={"content-type": "application/json"})
         not_object = client.post("/generate", json=["hi"])
-        bad_form = client.post("/generate", data={"text": "hi", "fps": "-3"})
+        bad_form = client.post("/generate", files={"text": (None, "hi"), "fps": (None, "-3")})  # multipart
     assert broken.status_code == 400 and broken.json()["error"] == "invalid_json"
     assert not_object.status_code == 400
     assert bad_form.status_code == 422 and "fps" in bad_form.json()["detail"]

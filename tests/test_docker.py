@@ -181,12 +181,12 @@ def test_dockerfile_base_user_health_and_models_volume():
 
 @pytest.fixture
 def health_server() -> Iterator[dict]:
-    """A stand-in for the service on a free local port: GET /health answers `state["status"]`."""
+    """A stand-in for the service on a free local port: GET /health/ready answers `state["status"]`."""
     state = {"status": 200}
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(state["status"] if self.path == "/health" else 404)
+            self.send_response(state["status"] if self.path == "/health/ready" else 404)
             self.end_headers()
             self.wfile.write(b'{"status": "healthy"}')
 

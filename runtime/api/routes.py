@@ -4,30 +4,26 @@ Transport concerns live here (body size, JSON or multipart, base64); what the va
 by the pipeline, once."""
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 import shutil
-import tempfile
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from ..errors import InvalidAudioError, InvalidImageError, InvalidVideoError, UserInputError
 from ..generation import GenerationRequest, GenerationService
+from ..workdirs import new_workdir
+from .cancellable import run_cancellable
+from .fields import coerce_form_values, decode_base64, read_fields, require_ready
 from .schemas import ErrorBody, EvaluateRequestBody, GenerateRequestBody
 
 router = APIRouter()
 
 # Fields that carry a file: base64 in JSON, a file part (or base64) in multipart -> error for bad data.
 _BINARY_FIELDS = {"image": InvalidImageError, "audio": InvalidAudioError, "speaker_wav": InvalidAudioError}
-_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
 
 _OPENAPI_BODY = {
     "requestBody": {
@@ -44,19 +40,6 @@ def pipeline(request: Request) -> GenerationService:
     return request.app.state.service.generation
 
 
-def _decode_base64(value: str, field: str, error: type[UserInputError]) -> bytes:
-    """Strict base64 (a data: URL prefix is allowed) -> bytes; the body limit already bounds its size."""
-    text = _DATA_URL.sub("", value.strip(), count=1)
-    text = "".join(text.split())  # line breaks are common in base64 tools' output
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise error(f"{field} is not valid base64: {exc}") from exc
-    if not data:
-        raise error(f"{field} is empty")
-    return data
-
-
 def _validation_message(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
@@ -65,37 +48,8 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def _read_fields(request: Request, max_body: int) -> tuple[dict, dict[str, bytes]]:
-    """Form or JSON fields, plus raw bytes of any file parts."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_body:
-        raise UserInputError(f"request body is {declared} bytes; the limit is {max_body}", error="body_too_large", status_code=413)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        try:
-            form = await request.form(max_files=4, max_fields=32, max_part_size=max_body)
-        except Exception as exc:
-            raise UserInputError(f"the form could not be parsed: {exc}", error="invalid_form", status_code=400) from exc
-        fields, files = {}, {}
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                files[name] = await value.read()
-            else:
-                fields[name] = value
-        return fields, files
-    body = await request.body()
-    if len(body) > max_body:
-        raise UserInputError(f"request body is {len(body)} bytes; the limit is {max_body}", error="body_too_large", status_code=413)
-    try:
-        fields = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"the body is not valid JSON: {exc}", error="invalid_json", status_code=400) from exc
-    if not isinstance(fields, dict):
-        raise UserInputError("the JSON body must be an object", error="invalid_json", status_code=400)
-    return fields, {}
-
-
-def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: str) -> GenerationRequest:
+def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: str,
+                           multipart: bool) -> GenerationRequest:
     unknown_files = set(files) - set(_BINARY_FIELDS)
     if unknown_files:
         raise UserInputError(f"unexpected file parts: {', '.join(sorted(unknown_files))}", error="invalid_request")
@@ -104,8 +58,9 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: st
             fields["backend_options"] = json.loads(fields["backend_options"])
         except json.JSONDecodeError as exc:
             raise UserInputError(f"backend_options is not a JSON object: {exc}", error="invalid_request") from exc
-    try:
-        body = GenerateRequestBody.model_validate(fields)
+    try:  # multipart values are text: read as the JSON values they stand for, then validated alike
+        body = GenerateRequestBody.model_validate(coerce_form_values(GenerateRequestBody, fields) if multipart
+                                                  else fields)
     except ValidationError as exc:
         raise UserInputError(_validation_message(exc), error="invalid_request") from exc
     binary: dict[str, bytes | None] = {}
@@ -113,9 +68,11 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: st
         if name in files:
             binary[name] = files[name] or None
         elif getattr(body, name) is not None:
-            binary[name] = _decode_base64(getattr(body, name), name, error)
+            binary[name] = decode_base64(getattr(body, name), name, error)
         else:
             binary[name] = None
+    if body.avatar_id is not None and binary["image"] is not None:
+        raise UserInputError("send either image or avatar_id, not both", error="invalid_request")
     return GenerationRequest(
         request_id=request_id,
         text=body.text,
@@ -144,17 +101,27 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: st
     openapi_extra=_OPENAPI_BODY,
 )
 async def generate(request: Request):
+    require_ready(request)
     svc = pipeline(request)
-    s = svc.settings
-    max_body = 2 * (s.max_image_bytes + 2 * s.max_audio_bytes) + 4 * s.max_text_chars + 65536  # base64 inflates by 4/3
-    fields, files = await _read_fields(request, max_body)
-    job = _to_generation_request(fields, files, request.state.request_id)
-    workdir = Path(tempfile.mkdtemp(prefix="avatar-"))
+    state = request.app.state
+    fields, files = await read_fields(request, svc.settings)
+    multipart = request.headers.get("content-type", "").startswith("multipart/")
+    job = _to_generation_request(fields, files, request.state.request_id, multipart)
+    avatar_id = fields.get("avatar_id")
+    del fields, files  # the job holds the decoded bytes; the base64 text can go now
+    if avatar_id:
+        job.portrait = (await run_in_threadpool(state.avatars.get, str(avatar_id))).portrait
+    workdir = new_workdir()
     try:
-        result = await run_in_threadpool(svc.generate, job, workdir)
+        result = await run_cancellable(request, lambda token: svc.generate(job, workdir, token),
+                                       timeout_s=svc.settings.request_timeout_s, lifecycle=state.lifecycle,
+                                       metrics=state.metrics)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+    for stage in ("tts", "animation", "encoding", "queue"):
+        state.metrics.stage_seconds.labels(stage=stage).observe(result.seconds[stage])
+    state.metrics.frames.labels(backend=result.backend).inc(result.frames)
     headers = {  # X-Request-ID comes from the service's middleware, as on every response
         "X-Avatar-Backend": result.backend,
         "X-TTS-Engine": result.tts_engine,
@@ -172,9 +139,13 @@ async def generate(request: Request):
     )
 
 
-@router.get("/health", summary="Device, loaded backends and why anything fell back")
+@router.get("/health", summary="Device, loaded backends and why anything fell back",
+            responses={503: {"model": ErrorBody, "description": "still loading"}})
 async def health(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.service.health())
+    service = request.app.state.service
+    if service is None:
+        require_ready(request)
+    return JSONResponse(service.health())
 
 
 @router.post(
@@ -186,9 +157,9 @@ async def health(request: Request) -> JSONResponse:
         "multipart/form-data": {"schema": EvaluateRequestBody.model_json_schema()}}}},
 )
 async def evaluate(request: Request) -> JSONResponse:
+    require_ready(request)
     evaluator = request.app.state.service.evaluation
-    s = evaluator.settings
-    fields, files = await _read_fields(request, 2 * (s.max_video_bytes + s.max_image_bytes) + 65536)
+    fields, files = await read_fields(request, evaluator.settings)
     unknown_files = set(files) - {"video", "portrait"}
     if unknown_files:
         raise UserInputError(f"unexpected file parts: {', '.join(sorted(unknown_files))}", error="invalid_request")
@@ -196,8 +167,8 @@ async def evaluate(request: Request) -> JSONResponse:
         body = EvaluateRequestBody.model_validate({**fields, **{name: "" for name in files}})
     except ValidationError as exc:
         raise UserInputError(_validation_message(exc), error="invalid_request") from exc
-    video = files.get("video") or _decode_base64(body.video, "video", InvalidVideoError)
+    video = files.get("video") or decode_base64(body.video, "video", InvalidVideoError)
     portrait = files.get("portrait")
     if portrait is None and body.portrait:
-        portrait = _decode_base64(body.portrait, "portrait", InvalidImageError)
+        portrait = decode_base64(body.portrait, "portrait", InvalidImageError)
     return JSONResponse(await run_in_threadpool(evaluator.evaluate, video, portrait))

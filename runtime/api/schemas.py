@@ -13,8 +13,10 @@ class GenerateRequestBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field("", description="What the avatar says. Required unless `audio` is given.")
+    text: str = Field("", description="What the avatar says. Required unless `audio` is given. "
+                      "Control characters other than tab and line breaks, and unpaired surrogates, are refused.")
     image: Optional[str] = Field(None, description="Portrait, base64 (PNG, JPEG, WebP...). Default: the bundled avatar.")
+    avatar_id: Optional[str] = Field(None, description="A portrait registered with POST /avatars, instead of `image`.")
     audio: Optional[str] = Field(None, description="Speech as base64 audio (wav, mp3, ogg, flac); replaces TTS.")
     voice: Optional[str] = Field(None, description="A Piper voice name or a Coqui speaker; see /health.")
     speaker_wav: Optional[str] = Field(None, description="Coqui voice cloning: a short base64 wav of the voice.")
@@ -41,6 +43,30 @@ class EvaluateRequestBody(BaseModel):
     video: str = Field(description="The mp4 to score, base64 (or a file part in multipart).")
     portrait: Optional[str] = Field(None, description="The portrait it was made from, base64 (or a file part): "
                                     "identity and sharpness are measured against it. Default: the clip's first face.")
+
+
+class RegisterAvatarBody(BaseModel):
+    """POST /avatars, as JSON or multipart (`image` as a file part or base64)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="Portrait, base64 (PNG, JPEG, WebP...); in multipart also a file part.")
+
+
+class AvatarBody(BaseModel):
+    avatar_id: str
+    width: int = Field(description="pixels of the stored portrait")
+    height: int
+    created: float = Field(description="unix seconds")
+    prepared_for: list[str] = Field(description="backends whose per-portrait preparation is stored")
+
+
+class AvatarRegistered(AvatarBody):
+    pass
+
+
+class AvatarList(BaseModel):
+    avatars: list[AvatarBody]
 
 
 class ErrorBody(BaseModel):

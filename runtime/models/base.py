@@ -92,6 +92,23 @@ class AvatarBackend(ABC):
         """Backend-specific detail for /health."""
         return {}
 
+    # Registered avatars (runtime/avatars.py) keep a backend's per-portrait work. A backend that
+    # declares `prepared_portrait_type` (a dataclass of arrays and numbers) has it stored on disk too.
+    prepared_portrait_type: ClassVar[Optional[type]] = None
+
+    def prepare(self, portrait: np.ndarray) -> object:
+        """Work that depends only on the portrait (H, W, 3) RGB uint8, done now and cached (raises
+        NoFaceError). Default: nothing to prepare ahead of a request."""
+        return None
+
+    def adopt_prepared(self, portrait: np.ndarray, prepared: object) -> None:
+        """Put a preparation made earlier (possibly read from disk) in this backend's cache."""
+
+    @property
+    def preparations(self) -> int:
+        """Per-portrait preparations computed since load (cache hits not counted)."""
+        return 0
+
 
 def image_key(image: np.ndarray) -> str:
     """Content hash of an image, for caches of portrait-only work."""
@@ -111,6 +128,7 @@ class PortraitCache(Generic[T]):
         self.capacity = capacity
         self._items: OrderedDict[str, T] = OrderedDict()
         self._lock = Lock()
+        self.computed = 0  # misses: preparations actually done
 
     def get_or_compute(self, image: np.ndarray, compute: Callable[[np.ndarray], T], key_suffix: str = "") -> T:
         """compute(image), cached by the image's hash plus key_suffix (what else the work depends on)."""
@@ -120,11 +138,20 @@ class PortraitCache(Generic[T]):
                 self._items.move_to_end(key)
                 return self._items[key]
         value = compute(image)  # outside the lock: preparation can be slow
+        self.computed += 1
+        self._store(key, value)
+        return value
+
+    def put(self, image: np.ndarray, value: T, key_suffix: str = "") -> None:
+        """Store work done elsewhere (a registered avatar's) for `image`, keyed as get_or_compute keys it."""
+        self._store(image_key(image) + key_suffix, value)
+
+    def _store(self, key: str, value: T) -> None:
         with self._lock:
             self._items[key] = value
+            self._items.move_to_end(key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return value
 
     def __len__(self) -> int:
         return len(self._items)

@@ -28,6 +28,7 @@ class MeshWarpBackend(AvatarBackend):
     name = "meshwarp"
     display_name = "MeshWarp"
     options_model = MeshWarpOptions
+    prepared_portrait_type = PreparedPortrait
 
     def __init__(self, animator: MeshWarpAnimator):
         self.animator = animator
@@ -43,6 +44,13 @@ class MeshWarpBackend(AvatarBackend):
         return self._portraits.get_or_compute(
             portrait, lambda image: self.animator.prepare(image, face), key_suffix=repr(face)
         )
+
+    def adopt_prepared(self, portrait: np.ndarray, prepared: PreparedPortrait) -> None:
+        self._portraits.put(portrait, prepared, key_suffix=repr(FaceSelector()))  # as prepare() keys it
+
+    @property
+    def preparations(self) -> int:
+        return self._portraits.computed
 
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
                 options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)

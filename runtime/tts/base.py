@@ -34,5 +34,11 @@ class TTSEngine(ABC):
     def synthesize(self, text: str, voice: Optional[str] = None, speaker_wav: Optional[Speech] = None) -> Speech:
         """Mono float32 speech at the engine's own sample rate. Raises UnknownVoiceError for a bad voice."""
 
+    def shortest_seconds(self, text: str) -> float:
+        """A lower bound on how long `text` takes to say, found without synthesizing it, so that a text
+        sure to exceed the speech limit is refused before any work. Default: 25 characters a second,
+        faster than anyone speaks."""
+        return len(text) / 25.0
+
     def describe(self) -> dict:
         return {"engine": self.name, "voice": self.default_voice, "voices": self.voices()}

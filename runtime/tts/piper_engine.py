@@ -18,12 +18,19 @@ import numpy as np
 from ..errors import BackendUnavailable, InvalidTextError, UnknownVoiceError, UnsupportedLanguageError
 from ..media.audio import Speech
 from .base import TTSEngine
+from .chunking import split_text
 from .language import LanguageDetector
 from .normalize import has_words, normalize_text
 
 log = logging.getLogger(__name__)
 
 BUNDLED_VOICE = "en_US-joe-medium"
+# Piper's memory grows with the phonemes it speaks in one call (~125 MB transient for 80 phonemes,
+# ~350 MB for 200): longer sentences are spoken in pieces of at most this many, cut between words.
+MAX_PHONEMES_PER_CALL = 80
+# Phonemes a second of the fastest speech measured (bundled voice, a run of digits: 33.5).
+FASTEST_PHONEMES_PER_SECOND = 36.0
+ESTIMATE_CHUNK_CHARS = 200  # number words overflow past ~300 digits: estimate on chunks, as spoken
 
 
 def _bundled_voice_files() -> tuple[Path, Path]:
@@ -125,13 +132,20 @@ class PiperEngine(TTSEngine):
         return sorted(self._voice_files)
 
     def _voice(self, name: str):
-        from piper import PiperVoice
-
         with self._lock:
             if name not in self._loaded:
                 model, config = self._voice_files[name]
-                self._loaded[name] = PiperVoice.load(model, config_path=config, use_cuda=self._use_cuda)
+                self._loaded[name] = _load_voice(model, config, self._use_cuda)
             return self._loaded[name]
+
+    def shortest_seconds(self, text: str) -> float:
+        """Phonemes (espeak: a few ms for 2000 characters) over the fastest rate this engine speaks."""
+        voice = self._voice(self._default)
+        phonemes = 0
+        for chunk in split_text(text, ESTIMATE_CHUNK_CHARS):  # as the pipeline feeds it: bounded pieces
+            spoken = normalize_text(chunk, "en")  # digits, dates... as words: what is actually said
+            phonemes += sum(len(sentence) for sentence in voice.phonemize(spoken))
+        return phonemes / FASTEST_PHONEMES_PER_SECOND
 
     def synthesize(self, text: str, voice: Optional[str] = None, speaker_wav: Optional[Speech] = None) -> Speech:
         if voice is not None and voice not in self._voice_files:
@@ -146,8 +160,57 @@ class PiperEngine(TTSEngine):
         if family != "en":
             spoken = normalize_text(text, family)
         piper_voice = self._voice(name)
-        chunks = [chunk.audio_float_array for chunk in piper_voice.synthesize(spoken)]
+        chunks = [_speak_sentence(piper_voice, sentence) for sentence in piper_voice.phonemize(spoken) if sentence]
         if not chunks or sum(len(c) for c in chunks) == 0:
             raise InvalidTextError("the text contains nothing that can be spoken")
         samples = np.concatenate(chunks).astype(np.float32)
         return Speech(samples, piper_voice.config.sample_rate)
+
+
+def _load_voice(model: Path, config: Path, use_cuda: bool):
+    """PiperVoice.load, but with an ONNX Runtime session that keeps no memory arena: with the arena,
+    one long sentence leaves its high-water mark (gigabytes) reserved for the life of the process."""
+    import json
+
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+    from piper.voice import ESPEAK_DATA_DIR
+
+    options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False  # pattern planning sizes buffers for the longest input seen
+    providers = ([("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda
+                 else ["CPUExecutionProvider"])
+    return PiperVoice(
+        config=PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8"))),
+        session=onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers),
+        espeak_data_dir=Path(ESPEAK_DATA_DIR),
+        download_dir=Path.cwd(),
+    )
+
+
+def _phoneme_pieces(phonemes: list[str], max_phonemes: int) -> list[list[str]]:
+    """A sentence's phonemes in pieces of at most max_phonemes, cut after a word gap (" ") where one
+    falls in the second half of the piece, else at the limit."""
+    pieces = []
+    while len(phonemes) > max_phonemes:
+        window = phonemes[:max_phonemes]
+        gaps = [i for i, phoneme in enumerate(window) if phoneme == " " and i >= max_phonemes // 2]
+        cut = gaps[-1] + 1 if gaps else max_phonemes
+        pieces.append(phonemes[:cut])
+        phonemes = phonemes[cut:]
+    if phonemes:
+        pieces.append(phonemes)
+    return pieces
+
+
+def _speak_sentence(piper_voice, phonemes: list[str]) -> np.ndarray:
+    """(samples,) float32 in [-1, 1] for one sentence, spoken piece by piece and normalized to its
+    peak as PiperVoice.synthesize does."""
+    audio = np.concatenate([
+        np.asarray(piper_voice.phoneme_ids_to_audio(piper_voice.phonemes_to_ids(piece)), np.float32).reshape(-1)
+        for piece in _phoneme_pieces(phonemes, MAX_PHONEMES_PER_CALL)
+    ])
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return np.clip(audio / peak, -1.0, 1.0) if peak > 1e-8 else np.zeros_like(audio)

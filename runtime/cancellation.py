@@ -1,0 +1,43 @@
+"""Cancellation of one request's work: a token the pipeline checks between chunks and frames.
+
+Whoever learns that the work is no longer wanted (a client that hung up, a deadline, shutdown)
+calls `token.cancel(reason)`; every stage stops at its next check and the request ends with
+`Cancelled`. One token per request, shared by all its threads.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+
+class Cancelled(Exception):
+    """The request's work was stopped on purpose (its token was cancelled)."""
+
+
+class CancelToken:
+    """A threading.Event with a reason and the moment it was set. Thread-safe."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.reason: Optional[str] = None
+        self.cancelled_at: Optional[float] = None  # time.monotonic() of the first cancel
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self.cancelled_at = time.monotonic()
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise Cancelled if the work should stop."""
+        if self._event.is_set():
+            raise Cancelled(self.reason or "cancelled")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking at once on cancel; True if cancelled."""
+        return self._event.wait(seconds)
