@@ -11,6 +11,8 @@ import pytest
 
 from .server import REPO, free_port, start_server
 
+pytestmark = pytest.mark.service
+
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):

@@ -11,6 +11,8 @@ import pytest
 
 from .server import start_server
 
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 

@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .server import png_base64, save_mp4, start_server
 
+pytestmark = pytest.mark.service
+
 
 def _preparations(client) -> float:
     for family in text_string_to_metric_families(client.get("/metrics").text):

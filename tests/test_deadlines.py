@@ -18,6 +18,8 @@ import pytest
 
 from .server import start_server
 
+pytestmark = pytest.mark.service
+
 
 def _speech_like_wav(seconds: float, sample_rate: int = 16000) -> bytes:
     """A mono 16-bit wav whose loudness rises and falls like syllables (meshwarp opens the mouth to it)."""

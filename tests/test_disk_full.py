@@ -7,6 +7,8 @@ import pytest
 
 from .server import start_server
 
+pytestmark = pytest.mark.service
+
 
 @pytest.fixture
 def tiny_temp_dir(tmp_path):

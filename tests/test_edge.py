@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .server import png_base64, start_server
 
+pytestmark = pytest.mark.service
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

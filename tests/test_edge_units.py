@@ -15,6 +15,8 @@ from runtime.errors import InvalidTextError, UserInputError
 from runtime.media.portrait import PortraitDecoder, decode_portrait
 from runtime.tts.text_rules import check_text_characters
 
+pytestmark = pytest.mark.unit
+
 LIMITS = dict(max_bytes=50_000_000, max_pixels=50_000_000, max_output_side=1024)
 
 

@@ -15,6 +15,8 @@ from PIL import Image
 
 from .server import start_server
 
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
 MEMORY_BUDGET_BYTES = 400 * 1024 * 1024
 
 

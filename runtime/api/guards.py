@@ -9,13 +9,13 @@ import asyncio
 import json
 import re
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Optional
 
 import numpy as np
 
 from ..config import Settings
 from ..errors import UserInputError
+from ..generation import new_request_id
 from ..observability import Metrics, request_id_var
 
 Scope = dict[str, Any]
@@ -26,11 +26,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ALLOWED_BODY_TYPES = ("application/json", "multipart/form-data")
 _METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
-
-
-def new_request_id() -> str:
-    """The id a request carries in logs, in its X-Request-ID header and in error bodies."""
-    return uuid.uuid4().hex[:16]
 
 
 def max_body_bytes(settings: Settings, path: str = "/generate") -> int:
@@ -94,16 +89,23 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        outcome = {"status": 0, "backend": ""}
+        counted = False
+
+        def count(status: int, backend: str) -> None:
+            """Counted when the response starts, so a client that reads /metrics next sees it."""
+            nonlocal counted
+            counted = True
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status), backend=backend).inc()
+            self.metrics.request_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - started)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
                     headers.append((b"x-request-id", request_id.encode()))
-                outcome["status"] = message["status"]
-                outcome["backend"] = next(
-                    (value.decode() for name, value in headers if name.lower() == b"x-avatar-backend"), "")
+                count(message["status"], next(
+                    (value.decode() for name, value in headers if name.lower() == b"x-avatar-backend"), ""))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -111,12 +113,8 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-            if scope["type"] == "http":
-                route = scope.get("route")
-                endpoint = getattr(route, "path", None) or "unmatched"
-                status = str(outcome["status"] or 500)
-                self.metrics.requests.labels(endpoint=endpoint, status=status, backend=outcome["backend"]).inc()
-                self.metrics.request_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            if scope["type"] == "http" and not counted:  # failed before any response could start
+                count(500, "")
 
 
 class BodyBudget:
