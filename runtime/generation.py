@@ -24,8 +24,7 @@ from .media.encode import encode_mp4
 from .media.portrait import PortraitDecoder, load_portrait_file
 from .models.base import AnimationOptions, AvatarBackend, BackendOptions, LipRefinerSelection
 from .tts.base import TTSEngine
-from .tts.chunking import split_text
-from .tts.text_rules import check_text_characters
+from .text_rules import check_text_characters
 from .workdirs import new_workdir
 
 log = logging.getLogger(__name__)
@@ -202,12 +201,8 @@ class GenerationService:
         if request.speaker_wav is not None:
             speaker = decode_audio(request.speaker_wav, max_seconds=30.0, max_bytes=s.max_audio_bytes)
         pieces, spoken = [], 0.0
-        for chunk in split_text(text, s.tts_chunk_chars):  # bounded chunks: bounded TTS memory
+        for piece in self.tts.synthesize_chunks(text, s.tts_chunk_chars, voice=request.voice, speaker_wav=speaker):
             token.check()
-            try:
-                piece = self.tts.synthesize(chunk, voice=request.voice, speaker_wav=speaker)
-            except InvalidTextError:
-                continue  # this chunk holds nothing speakable; the others may
             spoken += piece.duration
             if spoken > s.max_audio_seconds:  # enforced while speaking, not after
                 raise InvalidTextError(f"the text makes more than {s.max_audio_seconds:g} s of speech (the limit)")

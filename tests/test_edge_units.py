@@ -13,7 +13,7 @@ from runtime.api.auth import TokenBucket
 from runtime.api.guards import json_nesting_depth, parse_json_object
 from runtime.errors import InvalidTextError, UserInputError
 from runtime.media.portrait import PortraitDecoder, decode_portrait
-from runtime.tts.text_rules import check_text_characters
+from runtime.text_rules import check_text_characters
 
 pytestmark = pytest.mark.unit
 

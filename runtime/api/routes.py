@@ -48,8 +48,7 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: str,
-                           multipart: bool) -> GenerationRequest:
+def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: str) -> GenerationRequest:
     unknown_files = set(files) - set(_BINARY_FIELDS)
     if unknown_files:
         raise UserInputError(f"unexpected file parts: {', '.join(sorted(unknown_files))}", error="invalid_request")
@@ -59,8 +58,7 @@ def _to_generation_request(fields: dict, files: dict[str, bytes], request_id: st
         except json.JSONDecodeError as exc:
             raise UserInputError(f"backend_options is not a JSON object: {exc}", error="invalid_request") from exc
     try:  # multipart values are text: read as the JSON values they stand for, then validated alike
-        body = GenerateRequestBody.model_validate(coerce_form_values(GenerateRequestBody, fields) if multipart
-                                                  else fields)
+        body = GenerateRequestBody.model_validate(coerce_form_values(GenerateRequestBody, fields))
     except ValidationError as exc:
         raise UserInputError(_validation_message(exc), error="invalid_request") from exc
     binary: dict[str, bytes | None] = {}
@@ -105,8 +103,7 @@ async def generate(request: Request):
     svc = pipeline(request)
     state = request.app.state
     fields, files = await read_fields(request, svc.settings)
-    multipart = request.headers.get("content-type", "").startswith("multipart/")
-    job = _to_generation_request(fields, files, request.state.request_id, multipart)
+    job = _to_generation_request(fields, files, request.state.request_id)
     avatar_id = fields.get("avatar_id")
     del fields, files  # the job holds the decoded bytes; the base64 text can go now
     if avatar_id:

@@ -127,8 +127,8 @@ def serve(app, settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # runtime.observability configured logging already
+        log_config=None,  # runtime.process configured logging (and keeps uvicorn's at WARNING)
+        access_log=False,  # one line a request comes from the pipeline
         http=head_deadline_protocol(settings.header_timeout_s),
         # A backstop behind the app's own drain: the app answers cancelled work with a 503 at
         # SHUTDOWN_GRACE_S; uvicorn cancels whatever is left a few seconds later.

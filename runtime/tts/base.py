@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional
 
+from ..errors import InvalidTextError
 from ..media.audio import Speech
+from .chunking import split_text
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -33,6 +35,17 @@ class TTSEngine(ABC):
     @abstractmethod
     def synthesize(self, text: str, voice: Optional[str] = None, speaker_wav: Optional[Speech] = None) -> Speech:
         """Mono float32 speech at the engine's own sample rate. Raises UnknownVoiceError for a bad voice."""
+
+    def synthesize_chunks(self, text: str, max_chars: int, voice: Optional[str] = None,
+                          speaker_wav: Optional[Speech] = None) -> Iterator[Speech]:
+        """Speech for `text` fed to the engine in chunks of at most max_chars characters (its memory
+        grows with what it speaks at once), lazily, so the caller can stop between chunks. Chunks with
+        nothing to say ("...") are skipped."""
+        for chunk in split_text(text, max_chars):
+            try:
+                yield self.synthesize(chunk, voice=voice, speaker_wav=speaker_wav)
+            except InvalidTextError:
+                continue
 
     def shortest_seconds(self, text: str) -> float:
         """A lower bound on how long `text` takes to say, found without synthesizing it, so that a text

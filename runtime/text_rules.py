@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from ..errors import InvalidTextError
+from .errors import InvalidTextError
 
 # Tab, line feed and carriage return are ordinary whitespace in pasted text.
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
