@@ -34,6 +34,8 @@ EXPOSED_HEADERS = ["X-Request-ID", "X-Avatar-Backend", "X-TTS-Engine", "X-Video-
 
 def error_response(request: Request, status: int, error: str, detail: str, headers=None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
+    # The header too: a 500 is sent from outside the middleware that adds it to every other answer.
+    headers = {**(headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
     return JSONResponse({"error": error, "detail": detail, "request_id": request_id}, status_code=status,
                         headers=headers)
 
@@ -97,7 +99,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         request_id = getattr(request.state, "request_id", "?")
         log.exception("request %s failed", request_id)
         # No exception text: it can hold paths and reprs. The log has the traceback under this id.
-        return error_response(request, 500, "internal_error", f"the server failed; the log has request {request_id}")
+        return error_response(request, 500, "internal_error",
+                              f"internal error; the server log has the details under request {request_id}")
 
 
 def _install_openapi_limits(app: FastAPI, settings: Settings) -> None:
