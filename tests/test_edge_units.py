@@ -127,3 +127,21 @@ def test_a_preparation_round_trips_through_plain_arrays(tmp_path):
     assert restored.inner.box == (1, 2, 3, 4) and restored.gap == 0.25
     np.testing.assert_array_equal(restored.image, prepared.image)
     np.testing.assert_array_equal(restored.colors[1], prepared.colors[1])
+
+
+def test_request_folders_of_a_crashed_server_are_removed_at_the_next_start(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from runtime import workdirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    crashed = tmp_path / f"avatar-service-{int(dead.stdout)}" / "request-abc"
+    crashed.mkdir(parents=True)
+    (crashed / "half-written.mp4").write_bytes(b"\0" * 1000)
+    mine = workdirs.new_workdir()  # this process's own: kept
+    assert workdirs.remove_stale_workdirs() == 1
+    assert not crashed.parent.exists() and mine.exists() and mine.parent.name == f"avatar-service-{os.getpid()}"
