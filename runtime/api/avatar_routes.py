@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..avatars import AvatarStore
@@ -16,6 +16,7 @@ _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415,
 
 
 def store(request: Request) -> AvatarStore:
+    require_ready(request)  # the store exists once the backend it prepares for is loaded
     return request.app.state.avatars
 
 
@@ -28,7 +29,7 @@ def store(request: Request) -> AvatarStore:
         "multipart/form-data": {"schema": RegisterAvatarBody.model_json_schema()}}}},
 )
 async def register(request: Request) -> JSONResponse:
-    require_ready(request)
+    avatars = store(request)
     settings = request.app.state.settings
     fields, files = await read_fields(request, settings)
     unknown = (set(fields) | set(files)) - {"image"}
@@ -41,7 +42,7 @@ async def register(request: Request) -> JSONResponse:
         image = decode_base64(fields["image"], "image", InvalidImageError)
     else:
         raise InvalidImageError("send the portrait as `image` (base64 in JSON, or a file part)")
-    info, created = await run_in_threadpool(store(request).register, image)
+    info, created = await run_in_threadpool(avatars.register, image)
     return JSONResponse(AvatarRegistered(**info.as_dict()).model_dump(), status_code=201 if created else 200)
 
 
@@ -62,6 +63,4 @@ async def get_avatar(avatar_id: str, request: Request) -> JSONResponse:
                responses={**_ERRORS})
 async def delete_avatar(avatar_id: str, request: Request):
     await run_in_threadpool(store(request).delete, avatar_id)
-    from fastapi.responses import Response
-
     return Response(status_code=204)
