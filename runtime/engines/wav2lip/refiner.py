@@ -45,8 +45,8 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 def feather_mask(height: int, width: int) -> np.ndarray:
     """(height, width, 1) float32 weights of the refined face inside a face box of that size: exactly
     0 above MASK_TOP of its height and on its border, 1 over the mouth and chin, smooth between."""
-    rows = (np.arange(height, dtype=np.float32) + 0.5) / height
-    cols = (np.arange(width, dtype=np.float32) + 0.5) / width
+    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)  # first and last row and column: exactly 0
+    cols = np.linspace(0.0, 1.0, width, dtype=np.float32)
     vertical = _smoothstep((rows - MASK_TOP) / (MASK_FULL - MASK_TOP)) * _smoothstep((1 - rows) / (EDGE_FEATHER / 2))
     horizontal = _smoothstep(cols / EDGE_FEATHER) * _smoothstep((1 - cols) / EDGE_FEATHER)
     return (vertical[:, None] * horizontal[None, :])[:, :, None]
