@@ -45,7 +45,7 @@ SHEET_FRAMES = 6
 SHEET_CELL = 192  # px, the height of one frame in a contact sheet
 # (title, path into a report, how to print it)
 METRICS = [
-    ("Render speed (frames/s, animation + refiner)", ("speed", "frames_per_second"), "{:.1f}"),
+    ("Render speed (frames/s, animation + refiner)", ("speed", "frames_per_second"), "{:.2f}"),
     ("Lip sync score (rank correlation of lip opening and loudness at lag 0; higher is better)",
      ("lip_sync", "score"), "{:.3f}"),
     ("Lip sync best lag (frames; 0 is in sync)", ("lip_sync", "best_lag_frames"), "{:d}"),
