@@ -157,11 +157,24 @@ class PortraitCache(Generic[T]):
         return len(self._items)
 
 
+class RefinerSession(Protocol):
+    """One stream's speech and frames arriving piece by piece; frames come out refined, in order,
+    once the speech they need has arrived (finish() gives the rest)."""
+
+    def add_speech(self, speech: Speech) -> None: ...
+
+    def add_frames(self, frames: list[np.ndarray]) -> list[np.ndarray]: ...
+
+    def finish(self) -> list[np.ndarray]: ...
+
+
 class FrameRefiner(Protocol):
     """A post-processor of any backend's frames (the lip refiner): frames and their speech in,
-    as many frames out, lazily."""
+    as many frames out, lazily; or piece by piece through a session (streams)."""
 
     def refine(self, frames: Iterable[np.ndarray], speech: Speech, fps: float) -> Iterator[np.ndarray]: ...
+
+    def session(self, fps: float) -> RefinerSession: ...
 
     def describe(self) -> dict: ...
 
