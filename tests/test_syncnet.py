@@ -108,3 +108,53 @@ def test_quality_report_carries_syncnet_scores_when_its_weights_load(tmp_path, a
     without = QualityScorer.load(tmp_path / "empty", locator=face_locator).score(clip)["syncnet"]
     assert without["available"] is False and "syncnet_v2.model" in without["reason"]
     assert without["lse_c"] is None and without["lse_d"] is None
+
+
+class _LoudnessSyncNet(torch.nn.Module):
+    """A hand-built two-stream net whose embeddings agree when the mouth's brightness follows the
+    sound's loudness: lips -> the lower crop's brightness in each of the 5 frames, audio -> the log
+    energy (MFCC c0) of each 4-MFCC-frame step, both standardized. Trained weights cannot be
+    downloaded here; this lets the real pipeline (crops, MFCC windows, their alignment, the offset
+    search) be checked against an offset built into the clip."""
+
+    @staticmethod
+    def _standardized(x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(dim=1, keepdim=True)
+        return x / (x.norm(dim=1, keepdim=True) + 1e-6)
+
+    def embed_lips(self, crops: torch.Tensor) -> torch.Tensor:  # (N, 3, 5, 224, 224)
+        return self._standardized(crops[:, :, :, 140:200, 60:164].mean(dim=(1, 3, 4)))
+
+    def embed_audio(self, mfcc_windows: torch.Tensor) -> torch.Tensor:  # (N, 1, 13, 20)
+        return self._standardized(mfcc_windows[:, 0, 0, :].reshape(-1, 5, 4).mean(dim=2))
+
+
+@pytest.mark.parametrize("lips_after_sound", [0, 3])
+def test_lse_on_a_synthetic_clip_finds_the_offset_built_into_it(lips_after_sound, astronaut, face_locator, tmp_path):
+    from runtime.media.audio import Speech
+    from runtime.quality import QualityScorer
+    from runtime.quality.lse import SyncNetScorer
+
+    from .quality_clips import write_clip
+
+    rng = np.random.default_rng(12)
+    frames_total, fps = 100, 25
+    loud = rng.random(frames_total + 20) < 0.5  # each 40 ms of sound: a noise burst or near silence
+    samples = np.concatenate([rng.standard_normal(640) * (0.3 if on else 0.003) for on in loud[:frames_total]])
+    points = face_locator.locate(astronaut).points
+    mouth = points[[61, 291, 0, 17]]
+    (x0, y0), (x1, y1) = mouth.min(axis=0).astype(int) - 6, mouth.max(axis=0).astype(int) + 6
+    frames = []
+    for index in range(frames_total):
+        frame = astronaut.copy()
+        heard = index - lips_after_sound  # the mouth shows the sound of `lips_after_sound` frames ago
+        gain = 1.35 if heard >= 0 and loud[heard] else 0.65
+        frame[y0:y1, x0:x1] = np.clip(frame[y0:y1, x0:x1] * gain, 0, 255).astype(np.uint8)
+        frames.append(frame)
+    clip = write_clip(frames, Speech(samples.astype(np.float32), 16_000), fps, tmp_path / "synthetic.mp4")
+
+    scorer = QualityScorer(face_locator, syncnet=SyncNetScorer(_LoudnessSyncNet()))
+    result = scorer.score(clip)["syncnet"]
+    assert result["available"] is True
+    assert result["offset_frames"] == lips_after_sound
+    assert result["lse_c"] > 0.3
