@@ -104,7 +104,7 @@ class AvatarStore:
         try:
             Image.fromarray(portrait).save(incoming / "portrait.png")
             if persisted:
-                np.savez_compressed(incoming / f"{self.backend.name}.npz", **_flatten(prepared))
+                self._write_prepared(incoming, prepared)
             (incoming / "meta.json").write_text(json.dumps(info.as_dict()))
             try:
                 os.rename(incoming, existing)  # atomic: a reader sees all of an avatar or none
@@ -139,16 +139,37 @@ class AvatarStore:
                 portrait = np.asarray(image.convert("RGB"))
         except FileNotFoundError:
             raise UnknownAvatarError(f"no avatar {avatar_id}") from None
-        prepared = None
-        stored = directory / f"{self.backend.name}.npz"
-        prepared_type = self.backend.prepared_portrait_type
-        if stored.is_file() and prepared_type is not None:
-            with np.load(stored, allow_pickle=False) as arrays:
-                prepared = _unflatten(prepared_type, dict(arrays))
-            log.info("Avatar %s: %s preparation read from disk", avatar_id, self.backend.name)
+        prepared = self._read_prepared(directory, avatar_id, portrait)
         info = AvatarInfo(meta["avatar_id"], meta["width"], meta["height"], meta["created"],
                           tuple(meta.get("prepared_for", ())))
         return Avatar(info, portrait, prepared)
+
+    def _write_prepared(self, directory: Path, prepared: Any) -> None:
+        tmp = directory / f".{self.backend.name}.npz.tmp"
+        with open(tmp, "wb") as out:
+            np.savez_compressed(out, **_flatten(prepared))
+        os.replace(tmp, directory / f"{self.backend.name}.npz")
+
+    def _read_prepared(self, directory: Path, avatar_id: str, portrait: np.ndarray) -> Any:
+        """The stored preparation; when there is none for this backend yet, or it was written by a
+        version whose preparation had other fields, it is done again now and stored for next time."""
+        prepared_type = self.backend.prepared_portrait_type
+        if prepared_type is None:
+            return None
+        stored = directory / f"{self.backend.name}.npz"
+        if stored.is_file():
+            try:
+                with np.load(stored, allow_pickle=False) as arrays:
+                    prepared = _unflatten(prepared_type, dict(arrays))
+                log.info("Avatar %s: %s preparation read from disk", avatar_id, self.backend.name)
+                return prepared
+            except (KeyError, ValueError, TypeError, OSError) as exc:
+                log.warning("Avatar %s: the stored %s preparation does not fit this version (%s: %s); "
+                            "preparing it again", avatar_id, self.backend.name, type(exc).__name__, exc)
+        prepared = self.backend.prepare(portrait)
+        if _persistable(self.backend, prepared):
+            self._write_prepared(directory, prepared)
+        return prepared
 
     def _remember(self, avatar: Avatar) -> None:
         with self._lock:

@@ -17,8 +17,10 @@ import base64
 import io
 import json
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -104,7 +106,10 @@ class Soak:
             elif choice == "avatar":
                 if self.avatar_id is None:
                     registered = client.post("/avatars", json={"image": self.portraits[0]})
-                    self.avatar_id = registered.json().get("avatar_id")
+                    if registered.status_code >= 300:
+                        self._record("register", self._classify(registered, False), time.monotonic() - started)
+                        return
+                    self.avatar_id = registered.json()["avatar_id"]
                 response = client.post("/generate", json={"text": self.random.choice(SHORT_TEXTS),
                                                           "avatar_id": self.avatar_id})
             elif choice == "bad":
@@ -152,7 +157,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    with local_service_process() as (url, process):
+    data_dir = tempfile.mkdtemp(prefix="soak-data-")  # registered avatars of this run only
+    with local_service_process(DATA_DIR=data_dir) as (url, process):
         pid = process.pid
         soak = Soak(url, args.seed)
         with httpx.Client(base_url=url, timeout=300) as client:  # warm: one ordinary request before the idle reading
@@ -186,6 +192,7 @@ def main() -> None:
         sampler.join()
         rss_end = _rss_bytes(pid)
         alive = process.poll() is None
+    shutil.rmtree(data_dir, ignore_errors=True)
 
     latencies = sorted(soak.latencies)
     report = {

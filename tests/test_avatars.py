@@ -68,3 +68,35 @@ def test_a_bad_portrait_is_refused_at_registration_with_the_usual_errors(tmp_pat
     assert garbage.status_code == 422 and garbage.json()["error"] == "invalid_image"
     assert not_base64.status_code == 422 and not_base64.json()["error"] == "invalid_image"
     assert extra.status_code == 422
+
+
+def test_a_preparation_stored_by_another_version_is_prepared_again_not_a_500(tmp_path, astronaut):
+    """An upgrade that adds a field to the backend's preparation: the stored .npz lacks it. The avatar
+    still works; its preparation is done again once and stored in the new layout."""
+    import io
+
+    from PIL import Image
+
+    from runtime.avatars import AvatarStore
+    from runtime.config import Settings
+    from runtime.media.portrait import PortraitDecoder
+    from runtime.models.meshwarp_model import MeshWarpBackend
+
+    settings = Settings(_env_file=None)
+    decoder = PortraitDecoder(max_bytes=10**7, max_pixels=10**7, max_output_side=1024)
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, format="PNG")
+    info, _ = AvatarStore(tmp_path, MeshWarpBackend.load(settings, None), decoder, 4, 10).register(buffer.getvalue())
+    stored = tmp_path / "avatars" / info.avatar_id / "meshwarp.npz"
+    with np.load(stored) as arrays:
+        older = {name: arrays[name] for name in arrays.files if not name.startswith("mouth.")}
+    np.savez(stored, **older)  # as a version whose preparation had no `mouth` wrote it
+
+    backend = MeshWarpBackend.load(settings, None)
+    avatar = AvatarStore(tmp_path, backend, decoder, 4, 10).get(info.avatar_id)
+    assert avatar.prepared is not None and backend.preparations == 1
+    with np.load(stored) as arrays:
+        assert any(name.startswith("mouth.") for name in arrays.files)
+    again = MeshWarpBackend.load(settings, None)
+    AvatarStore(tmp_path, again, decoder, 4, 10).get(info.avatar_id)
+    assert again.preparations == 0  # the rewritten file is read as it is

@@ -55,6 +55,8 @@ async def run_cancellable(request: Request, work: Callable[[CancelToken], T], *,
     started = time.monotonic()
     with lifecycle.track(token):
         job = asyncio.ensure_future(run_in_threadpool(work, token))
+        # Once cancelled, the job may end after this request has answered: its outcome is read then.
+        job.add_done_callback(lambda done: done.cancelled() or done.exception())
         watcher = asyncio.ensure_future(_client_disconnected(request))
         try:
             done, _ = await asyncio.wait({job, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)

@@ -92,15 +92,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.error("request %s: no space left for temporary files", getattr(request.state, "request_id", "?"))
             return error_response(request, 507, "insufficient_storage",
                                   "the server has no disk space left for this request; retry later")
-        return await internal_error(request, exc)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception):
-        request_id = getattr(request.state, "request_id", "?")
-        log.exception("request %s failed", request_id)
-        # No exception text: it can hold paths and reprs. The log has the traceback under this id.
-        return error_response(request, 500, "internal_error",
-                              f"internal error; the server log has the details under request {request_id}")
+        raise exc  # any other failure: a 500 from RequestContext (guards.py), request id only
 
 
 def _install_openapi_limits(app: FastAPI, settings: Settings) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from typing import Any, Awaitable, Callable, Optional
@@ -17,6 +18,8 @@ from ..config import Settings
 from ..errors import UserInputError
 from ..generation import new_request_id
 from ..observability import Metrics, request_id_var
+
+log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -111,9 +114,17 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if scope["type"] != "http" or counted:  # the answer had started: only the log can tell
+                raise
+            # Answered here, not re-raised: uvicorn closes the connection of an app that raised, and
+            # a client could then read a reset instead of this 500. The log has the traceback.
+            log.exception("request %s failed", request_id)
+            await send_json_error(send_with_id, scope, 500, "internal_error",
+                                  f"internal error; the server log has the details under request {request_id}")
         finally:
             request_id_var.reset(token)
-            if scope["type"] == "http" and not counted:  # failed before any response could start
+            if scope["type"] == "http" and not counted:  # ended without any answer
                 count(500, "")
 
 
