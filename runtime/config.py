@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     x264_preset: str = "veryfast"
     x264_crf: int = Field(20, ge=0, le=51)
 
+    # Streaming: fragments of /generate/stream and /ws last this long (each starts on a keyframe).
+    fragment_seconds: float = Field(0.5, ge=0.1, le=5.0)
+
     default_avatar: Path = PACKAGE_DIR / "assets" / "default_avatar.png"
 
     @field_validator("api_keys", "cors_origins", mode="before")

@@ -1,33 +1,39 @@
-"""The orchestrator: request -> TTS (speech) -> avatar backend (frames) -> encoder (mp4).
+"""The orchestrator: request -> TTS (speech) -> avatar backend (frames) -> encoder (mp4 bytes).
 
-It knows neither HTTP nor any model's internals. One generation runs on the device at a time;
-others wait in line (up to Settings.max_pending_requests, then ServiceBusyError).
+It knows neither HTTP nor any model's internals. Every request runs on the streaming pipeline
+(runtime.pipeline): a regular mp4 for /generate, fMP4 fragments for /generate/stream, a live
+session for /ws. Requests share the device a render unit at a time; at most
+Settings.max_pending_requests are in flight, beyond that ServiceBusyError.
 """
 from __future__ import annotations
 
+import itertools
 import logging
-import queue
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from .cancellation import Cancelled, CancelToken
+from .cancellation import CancelToken, Cancelled
 from .config import Settings
-from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError, UserInputError
-from .media.audio import Speech, decode_audio, frame_count, pad_to_frames
-from .media.encode import encode_mp4
+from .conversation import SAMPLE_RATE as CONVERSATION_SAMPLE_RATE
+from .conversation import Conversation
+from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError, UnknownVoiceError, UserInputError
+from .media.audio import Speech, decode_audio
+from .media.encode import Mp4Encoder
 from .media.portrait import PortraitDecoder, load_portrait_file
-from .models.base import AnimationOptions, AvatarBackend, BackendOptions, LipRefinerSelection
-from .tts.base import TTSEngine
+from .models.base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, LipRefinerSelection
+from .pipeline import Clip, StageSeconds, TalkingHead, Worker, synthesize_chunks
 from .text_rules import check_text_characters
+from .tts.base import TTSEngine
 from .workdirs import new_workdir
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[int, Optional[int]], None]  # (frames encoded, frames of the speech known so far)
 
 
 def new_request_id() -> str:
@@ -70,62 +76,8 @@ class GenerationResult:
     duration: float
     width: int
     height: int
-    seconds: dict[str, float]  # tts, animation, encoding, total
+    seconds: dict[str, float]  # tts, animation, encoding, queue, total
     lip_refiner: str = "none"  # the refiner that ran after the backend
-
-
-class _TimedFrames:
-    """Runs the backend's frame iterator in a thread, a few frames ahead of the encoder, so that
-    animation and encoding overlap; counts the seconds the backend itself spends."""
-
-    _DONE = object()
-
-    def __init__(self, frames: Iterator[np.ndarray], token: CancelToken, ahead: int = 8):
-        self._frames = frames
-        self._token = token
-        self.rendered = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
-        self._stop = threading.Event()
-        self.busy_seconds = 0.0
-        self.error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._produce, daemon=True)
-        self._thread.start()
-
-    def _produce(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self._token.check()
-                started = time.perf_counter()
-                try:
-                    frame = next(self._frames)
-                except StopIteration:
-                    break
-                finally:
-                    self.busy_seconds += time.perf_counter() - started
-                self.rendered += 1
-                self._queue.put(frame)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self.error = exc
-        finally:
-            self._queue.put(self._DONE)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
-            item = self._queue.get()
-            self._token.check()
-            if item is self._DONE:
-                if self.error is not None:
-                    raise self.error
-                return
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                self._thread.join(timeout=0.05)
 
 
 class GenerationService:
@@ -137,7 +89,7 @@ class GenerationService:
         self.tts = tts
         self.avatar = avatar
         self.lip_refiner = lip_refiner or LipRefinerSelection()
-        self._device_lock = threading.Lock()  # one generation on the device at a time
+        self._device_lock = threading.Lock()  # one render unit on the device at a time
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._default_portrait: Optional[np.ndarray] = None
@@ -145,6 +97,7 @@ class GenerationService:
                                          max_output_side=settings.max_output_side)
         self.completed = 0
         self.failed = 0
+        self.cancelled = 0
 
     @property
     def pending(self) -> int:
@@ -154,7 +107,7 @@ class GenerationService:
         """The pipeline's part of /health: its queue and what it has done."""
         return {
             "queue": {"pending": self._pending, "limit": self.settings.max_pending_requests},
-            "requests": {"completed": self.completed, "failed": self.failed},
+            "requests": {"completed": self.completed, "failed": self.failed, "cancelled": self.cancelled},
         }
 
     def default_portrait(self) -> np.ndarray:
@@ -169,13 +122,13 @@ class GenerationService:
             return self.default_portrait()
         return self.portraits.decode(request.image)
 
-    def _check(self, request: GenerationRequest) -> tuple[int, BackendOptions]:
+    def _check(self, request: GenerationRequest, needs_text: bool = True) -> tuple[int, BackendOptions]:
         """The cheap checks, before any decoding or queueing: text within the limit and something to
         say, fps within the limit, options the loaded backend takes. Returns the fps and those options."""
         limit = self.settings.max_text_chars
         if len(request.text) > limit:
             raise InvalidTextError(f"text is {len(request.text)} characters; the limit is {limit}")
-        if request.audio is None and not request.text.strip():
+        if needs_text and request.audio is None and not request.text.strip():
             raise InvalidTextError("text is empty; send text to speak, or audio")
         if request.audio is None:
             check_text_characters(request.text)
@@ -189,87 +142,83 @@ class GenerationService:
         self.lip_refiner.wants(request.lip_refine)  # asking for a refiner that is off is a 409, now
         return fps, self.avatar.parse_options(request.backend_options, request.seed_options)
 
-    def _speech(self, request: GenerationRequest, token: CancelToken) -> Speech:
+    def _speech(self, request: GenerationRequest, token: CancelToken) -> Iterator[Speech]:
+        """The request's speech chunk by chunk: its audio as one chunk, or TTS of bounded text chunks."""
         s = self.settings
         if request.audio is not None:
             speech = decode_audio(request.audio, max_seconds=s.max_audio_seconds, max_bytes=s.max_audio_bytes)
             if np.max(np.abs(speech.samples)) < 1e-4:
                 raise InvalidAudioError("the audio is silent")
-            return speech
-        text = request.text.strip()
+            return iter([speech])
         speaker = None
         if request.speaker_wav is not None:
             speaker = decode_audio(request.speaker_wav, max_seconds=30.0, max_bytes=s.max_audio_bytes)
-        pieces, spoken = [], 0.0
-        for piece in self.tts.synthesize_chunks(text, s.tts_chunk_chars, voice=request.voice, speaker_wav=speaker):
-            token.check()
-            spoken += piece.duration
-            if spoken > s.max_audio_seconds:  # enforced while speaking, not after
-                raise InvalidTextError(f"the text makes more than {s.max_audio_seconds:g} s of speech (the limit)")
-            pieces.append(piece.samples)
-        if not pieces:
-            raise InvalidTextError("the text contains nothing that can be spoken")
-        return Speech(np.concatenate(pieces), piece.sample_rate)
+        return synthesize_chunks(self.tts, request.text, voice=request.voice, speaker_wav=speaker,
+                                 max_seconds=s.max_audio_seconds, token=token, max_chars=s.tts_chunk_chars)
 
-    def generate(self, request: GenerationRequest, workdir: Optional[Path] = None,
-                 token: Optional[CancelToken] = None) -> GenerationResult:
-        """Run the whole job (blocking). Raises UserInputError for bad input, ServiceBusyError when full,
-        Cancelled soon after `token` is cancelled."""
-        token = token or CancelToken()
-        fps, backend_options = self._check(request)  # bad input is a 4xx even when the queue is full
+    def _admit(self) -> None:
         with self._pending_lock:
             if self._pending >= self.settings.max_pending_requests:
                 raise ServiceBusyError(f"{self._pending} requests are already waiting; try again shortly")
             self._pending += 1
+
+    def _release(self, outcome: str) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+            setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def _session(self, request: GenerationRequest, fps: int, backend_options: BackendOptions) -> AvatarSession:
+        portrait = self._portrait(request)
+        options = AnimationOptions(still=request.still, expression_scale=request.expression_scale)
+        return self.avatar.start_session(portrait, fps, options, backend_options)  # NoFaceError now
+
+    def _head(self, session: AvatarSession, sample_rate: int, fps: int, token: CancelToken, seconds: StageSeconds,
+              lip_refine: Optional[bool]) -> TalkingHead:
+        """The session that renders, with the lip refiner after it when the request wants it."""
+        refine = self.lip_refiner.refiner.session(fps) if self.lip_refiner.wants(lip_refine) else None
+        return TalkingHead(session, sample_rate, fps, self._device_lock, token, seconds, refine)
+
+    def _open_clip(self, request: GenerationRequest, fps: int, backend_options: BackendOptions,
+                   token: CancelToken, on_progress: Optional[Progress] = None) -> Clip:
+        """Everything that can fail because of the request, done before the first byte: the portrait
+        decoded and its face prepared, the first speech chunk synthesized. The rest runs when the
+        returned Clip is consumed."""
+        seconds = StageSeconds()
+        speech = self._speech(request, token)
+        # The first speech chunk is synthesized while the portrait is prepared (both take a while
+        # for a new portrait); a bad voice or nothing to say is a 4xx before any byte is sent.
+        first_speech = Worker(lambda: next(speech), f"first-tts-{request.request_id}")
         try:
-            result = self._generate(request, fps, backend_options, workdir, token)
-            self.completed += 1
-            return result
-        except BaseException:
-            self.failed += 1
+            session = self._session(request, fps, backend_options)
+        finally:
+            first_speech.join()
+        if first_speech.error is not None:
+            raise first_speech.error
+        first = first_speech.result
+        head = self._head(session, first.sample_rate, fps, token, seconds, request.lip_refine)
+        clip = Clip(request.request_id, itertools.chain([first], speech), head, token, seconds, on_progress)
+        clip.refiner = self.lip_refiner.requested if head.refine is not None else "none"
+        return clip
+
+    def generate(self, request: GenerationRequest, workdir: Optional[Path] = None,
+                 token: Optional[CancelToken] = None, on_progress: Optional[Progress] = None) -> GenerationResult:
+        """Run the whole job into a regular mp4 (blocking). Raises UserInputError for bad input,
+        ServiceBusyError when full, Cancelled when the token is cancelled."""
+        fps, backend_options = self._check(request)  # bad input is a 4xx even when the queue is full
+        self._admit()
+        outcome = "failed"
+        try:
+            clip = self._open_clip(request, fps, backend_options, token or CancelToken(), on_progress)
+            workdir = workdir or new_workdir()
+            path = workdir / f"{request.request_id}.mp4"
+            encoded = clip.write(path, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
+            outcome = "completed"
+        except Cancelled:
+            outcome = "cancelled"
             raise
         finally:
-            with self._pending_lock:
-                self._pending -= 1
-
-    def _generate(self, request: GenerationRequest, fps: int, backend_options: BackendOptions,
-                  workdir: Optional[Path], token: CancelToken) -> GenerationResult:
-        started = time.perf_counter()
-        portrait = self._portrait(request)
-        speech = self._speech(request, token)  # TTS runs outside the device lock: it uses the CPU
-        tts_done = time.perf_counter()
-        speech = pad_to_frames(speech, fps)
-        frames_expected = frame_count(speech.duration, fps)  # the one count the backend and the encoder share
-        workdir = workdir or new_workdir()
-        path = workdir / f"{request.request_id}.mp4"
-        with self._device_lock:
-            waited = time.perf_counter()
-            options = AnimationOptions(still=request.still, expression_scale=request.expression_scale)
-            token.check()
-            animated = self.avatar.animate(portrait, speech, fps, frames_expected, options, backend_options)
-            # The refiner runs in the same producer thread, so its time counts as animation.
-            frames = _TimedFrames(self.lip_refiner.apply(animated, speech, fps, request.lip_refine), token)
-            try:
-                encoded = encode_mp4(
-                    frames, speech, fps, path,
-                    preset=self.settings.x264_preset, crf=self.settings.x264_crf, expected_frames=frames_expected,
-                )
-            except Cancelled:
-                log.info("request %s cancelled after %d frames (%s; stopped %.3f s after the cancel)",
-                         request.request_id, frames.rendered, token.reason,
-                         time.monotonic() - (token.cancelled_at or time.monotonic()))
-                raise
-            finally:
-                frames.close()
-        finished = time.perf_counter()
-        pipeline = finished - waited
-        seconds = {
-            "tts": tts_done - started,
-            "animation": frames.busy_seconds,
-            "encoding": max(0.0, pipeline - frames.busy_seconds),
-            "queue": waited - tts_done,
-            "total": finished - started,
-        }
+            self._release(outcome)
+        seconds = clip.seconds.as_dict()
         log.info(
             "request %s: %s, %d frames (%.2f s of video) in %.2f s (tts %.2f, animation %.2f, encoding %.2f)",
             request.request_id, self.avatar.name, encoded.frames, encoded.duration, seconds["total"],
@@ -280,10 +229,53 @@ class GenerationService:
             request_id=request.request_id,
             backend=self.avatar.name,
             tts_engine=self.tts.name,
-            lip_refiner=self.lip_refiner.requested if self.lip_refiner.wants(request.lip_refine) else "none",
+            lip_refiner=clip.refiner,
             frames=encoded.frames,
             duration=encoded.duration,
             width=encoded.width,
             height=encoded.height,
             seconds=seconds,
         )
+
+    def stream(self, request: GenerationRequest, token: CancelToken) -> tuple[Clip, Iterator[bytes]]:
+        """A fragmented MP4 of the request, fragment by fragment (blocking iterator). The eager
+        checks run now and raise UserInputError / ServiceBusyError; the bytes come as consumed."""
+        fps, backend_options = self._check(request)
+        self._admit()
+        try:
+            clip = self._open_clip(request, fps, backend_options, token)
+        except BaseException:
+            self._release("failed")
+            raise
+        frames = max(1, round(self.settings.fragment_seconds * fps))
+        fragments = clip.fragments(frames, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
+        return clip, self._counted(fragments)
+
+    def _counted(self, fragments: Iterator[bytes]) -> Iterator[bytes]:
+        outcome = "failed"
+        try:
+            yield from fragments
+            outcome = "completed"
+        except Cancelled:
+            outcome = "cancelled"
+        except GeneratorExit:
+            outcome = "cancelled"
+            raise
+        finally:
+            self._release(outcome)
+
+    def open_conversation(self, request: GenerationRequest, token: CancelToken,
+                          emit: Callable[[object], None]) -> Conversation:
+        """A live session on the request's portrait and voice (its text is ignored; say() adds
+        utterances). The portrait is prepared now (NoFaceError); run() it in a thread of its own."""
+        fps, backend_options = self._check(request, needs_text=False)
+        if request.voice is not None and request.voice not in self.tts.voices():
+            raise UnknownVoiceError(f"unknown voice {request.voice!r}; available: {', '.join(self.tts.voices())}")
+        session = self._session(request, fps, backend_options)
+        head = self._head(session, CONVERSATION_SAMPLE_RATE, fps, token, StageSeconds(), request.lip_refine)
+        s = self.settings
+        encoder = Mp4Encoder(fps, fragment_frames=max(1, round(s.fragment_seconds * fps)), preset=s.x264_preset,
+                             crf=s.x264_crf)
+        return Conversation(request.request_id, self.tts, head, encoder, emit, token, voice=request.voice,
+                            max_seconds=s.max_audio_seconds, max_chars=s.tts_chunk_chars,
+                            max_text_chars=s.max_text_chars)

@@ -21,6 +21,8 @@ from .api.edge import install_edge
 from .api.probes import router as probes_router
 from .api.routes import router
 from .api.serving import Lifecycle, serve
+from .api.session import router as session_router
+from .api.web import router as web_router
 from .avatars import AvatarStore
 from .config import Settings, load_settings
 from .device import DeviceChoice, select_device
@@ -112,6 +114,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.include_router(router)
     app.include_router(probes_router)
     app.include_router(avatar_router)
+    app.include_router(session_router)
+    app.include_router(web_router)
     install_edge(app, settings, metrics)
     return app
 

@@ -61,6 +61,12 @@ if (( DEV )); then
   # replace our torch and numpy, so they come without dependencies.
   echo "Installing test references"
   "${pip[@]}" install -q --no-deps -r scripts/test-references.txt
+  # The page test drives Debian's chromium through Playwright (no browser download).
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "Installing chromium (apt)"
+    if [[ $(id -u) -eq 0 ]]; then apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }
+    else sudo apt-get install -y -q chromium; fi
+  fi
 fi
 
 rm -f "$VENV"/.installed-*

@@ -79,3 +79,73 @@ def test_pad_to_frames_makes_audio_exactly_cover_the_frames():
     assert frame_count(speech.duration, 25) == 26
     assert len(padded.samples) == round(26 * 22050 / 25)
     assert padded.samples[-1] == 0
+
+
+def _today_face_motion_mouth(speech: Speech, fps: int):
+    """The whole-clip mouth cues as face_motion computed them before it streamed (reference):
+    the loudness reference is the 98th percentile of every frame's level."""
+    from scipy.ndimage import gaussian_filter1d
+
+    n = frame_count(speech.duration, fps)
+    hop = speech.sample_rate / fps
+    window = int(2 * hop) // 2 * 2
+    half = window // 2
+    padded = np.pad(speech.samples.astype(np.float32), (half, half + window))
+    centres = (np.arange(n) * hop + hop / 2).astype(np.int64) + half
+    power = np.abs(np.fft.rfft(padded[centres[:, None] + np.arange(-half, half)] * np.hanning(window), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(window, 1.0 / speech.sample_rate)
+
+    def band(low, high):
+        return power[:, (freqs >= low) & (freqs < high)].sum(axis=1)
+
+    level = 10 * np.log10((power.sum(axis=1) + 1e-10) / power.shape[1] + 1e-10)
+    loudness = np.clip((level - (np.percentile(level, 98) - 40)) / 40, 0, 1)
+    fricative = band(3500, 8000) / (band(80, 2500) + band(3500, 8000) + 1e-10)
+    openness = band(550, 1100) / (band(550, 1100) + band(80, 550) + 1e-10)
+    lip_open = loudness ** 1.3 * (0.55 + 0.6 * openness) * (1 - 0.6 * fricative)
+    return gaussian_filter1d(loudness, 0.8, mode="nearest"), np.clip(gaussian_filter1d(lip_open, 0.8, mode="nearest"), 0, 1)
+
+
+def test_streamed_motion_matches_the_whole_clip_computation(spoken):
+    """Pushing speech in uneven pieces gives the same motion as the whole clip at once (no seam),
+    and that is close to what the whole-clip analysis gave before it streamed."""
+    from runtime.media.speech_motion import FaceMotion, SpeechMotion
+
+    whole = face_motion(spoken, 25)
+    stream = SpeechMotion(spoken.sample_rate, 25)
+    pieces, position = [], 0
+    for size in np.random.default_rng(7).integers(200, 9000, size=1000):
+        if position >= len(spoken.samples):
+            break
+        pieces.append(stream.push(spoken.samples[position:position + size]))
+        position += size
+    pieces.append(stream.finish())
+    streamed = FaceMotion.concatenate(pieces)
+    assert streamed.n_frames == whole.n_frames == frame_count(spoken.duration, 25)
+    assert [p.first_frame for p in pieces if p.n_frames] == sorted({p.first_frame for p in pieces if p.n_frames})
+    # Blinks and sway are functions of time alone; the mouth differs only while the loudness
+    # reference is still being learned from the first second of speech.
+    np.testing.assert_array_equal(streamed.blink, whole.blink)
+    np.testing.assert_array_equal(streamed.head_yaw, whole.head_yaw)
+    assert np.abs(streamed.mouth.lip_open - whole.mouth.lip_open).max() < 0.1
+    assert np.abs(streamed.head_pitch - whole.head_pitch).max() < 0.5  # degrees
+    # No seam: no jump between frames bigger than the whole clip's largest.
+    assert np.abs(np.diff(streamed.mouth.lip_open)).max() <= np.abs(np.diff(whole.mouth.lip_open)).max() + 0.05
+    loudness, lip_open = _today_face_motion_mouth(spoken, 25)
+    assert np.abs(whole.mouth.loudness - loudness).max() < 0.03
+    assert np.abs(whole.mouth.lip_open - lip_open).max() < 0.03
+
+
+def test_streamed_motion_needs_only_a_small_lookahead_and_bounded_memory(spoken):
+    from runtime.media.speech_motion import SpeechMotion, lookahead_frames
+
+    stream = SpeechMotion(spoken.sample_rate, 25)
+    per_frame = spoken.sample_rate / 25
+    out = stream.push(spoken.samples[: int(40 * per_frame)])
+    assert lookahead_frames(25) <= 13  # about half a second
+    assert out.n_frames >= 40 - lookahead_frames(25) - 2
+    silence = np.zeros(int(per_frame * 25), np.float32)
+    for _ in range(200):  # 200 s of idle: what is kept does not grow
+        stream.push(silence)
+    samples, frames = stream.held
+    assert samples < 4 * per_frame and frames < 80

@@ -8,17 +8,19 @@ import json
 import shutil
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from ..cancellation import CancelToken
 from ..errors import InvalidAudioError, InvalidImageError, InvalidVideoError, UserInputError
 from ..generation import GenerationRequest, GenerationService
 from ..workdirs import new_workdir
 from .cancellable import run_cancellable
 from .fields import coerce_form_values, decode_base64, read_fields, require_ready
 from .schemas import ErrorBody, EvaluateRequestBody, GenerateRequestBody
+from .streaming import FragmentStreamResponse
 
 router = APIRouter()
 
@@ -169,3 +171,45 @@ async def evaluate(request: Request) -> JSONResponse:
     if portrait is None and body.portrait:
         portrait = decode_base64(body.portrait, "portrait", InvalidImageError)
     return JSONResponse(await run_in_threadpool(evaluator.evaluate, video, portrait))
+
+
+@router.post(
+    "/generate/stream",
+    summary="Speak text with a talking portrait; streams a fragmented MP4 while it renders",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"video/mp4": {}}, "description": "fragmented MP4 (H.264 + AAC), sent as it renders"},
+        400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+        503: {"model": ErrorBody}, 500: {"model": ErrorBody},
+    },
+    openapi_extra=_OPENAPI_BODY,
+)
+async def generate_stream(request: Request):
+    """Bad input is a 4xx before any byte; after the headers, the stream ends early if the work
+    fails, and the client going away (or a drain past its grace) stops the work."""
+    require_ready(request)
+    svc = pipeline(request)
+    state = request.app.state
+    fields, files = await read_fields(request, svc.settings)
+    job = _to_generation_request(fields, files, request.state.request_id)
+    avatar_id = fields.get("avatar_id")
+    del fields, files
+    if avatar_id:
+        job.portrait = (await run_in_threadpool(state.avatars.get, str(avatar_id))).portrait
+    token = CancelToken()
+    with state.lifecycle.track(token):  # a drain past its grace cancels the eager part too
+        clip, fragments = await run_in_threadpool(svc.stream, job, token)
+    headers = {  # X-Request-ID comes from the service's middleware, as on every response
+        "X-Avatar-Backend": svc.avatar.name,
+        "X-TTS-Engine": svc.tts.name,
+        "X-Lip-Refiner": clip.refiner,
+        "X-Video-FPS": str(clip.head.fps),
+        "Cache-Control": "no-store",
+    }
+
+    def finished() -> None:
+        state.metrics.frames.labels(backend=svc.avatar.name).inc(clip.frames_rendered)
+        if token.reason == "the client disconnected" and clip.result is None:
+            state.metrics.cancelled.labels(reason="disconnect").inc()
+
+    return FragmentStreamResponse(fragments, token, headers, tracking=state.lifecycle.track, on_end=finished)

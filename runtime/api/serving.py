@@ -106,6 +106,12 @@ def head_deadline_protocol(header_timeout_s: float) -> type[H11Protocol]:
                 self._head_timer.cancel()
             super().connection_lost(exc)
 
+        def handle_websocket_upgrade(self, event) -> None:
+            # The head is complete and the connection is a WebSocket's from now on: no deadline.
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().handle_websocket_upgrade(event)
+
         def _arm_head_deadline(self) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..errors import BackendUnavailable  # noqa: F401  (re-exported for backends)
 from ..errors import LipRefinerUnavailableError, UserInputError
 from ..media.audio import Speech  # noqa: F401  (re-exported for backends)
+from ..media.speech_motion import FaceMotion
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -38,6 +39,23 @@ class BackendOptions(BaseModel):
     in `AvatarBackend.options_model`; the HTTP layer passes them through as a plain dict."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AvatarSession(ABC):
+    """One clip or conversation on one prepared portrait, rendered chunk by chunk.
+
+    The caller computes the motion of a speech stream incrementally (media.speech_motion.SpeechMotion)
+    and hands it over in consecutive pieces; whatever must continue across pieces (the portrait's
+    preparation, pose and expression state) lives here. Not thread-safe; the caller holds the
+    device lock around each render() and consumes its frames inside it."""
+
+    unit_frames: int = 8  # frames per render() call that use the device well (a batch)
+
+    @abstractmethod
+    def render(self, motion: FaceMotion, speech: Speech) -> Iterator[np.ndarray]:
+        """motion.n_frames frames (H, W, 3) RGB uint8 for frames motion.first_frame.. of the stream.
+
+        speech: the stream's samples spanning exactly those frames (for backends driven by audio)."""
 
 
 class AvatarBackend(ABC):
@@ -87,6 +105,13 @@ class AvatarBackend(ABC):
         `backend_options` is what `parse_options` returned (None: the backend's defaults). Raises NoFaceError before the first frame
         if needed. Not thread-safe: the caller runs one clip at a time (GenerationService holds its
         device lock from this call until the frames are consumed or closed)."""
+
+    @abstractmethod
+    def start_session(self, portrait: np.ndarray, fps: int,
+                      options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                      backend_options: Optional[BackendOptions] = None) -> AvatarSession:
+        """Prepare the portrait (H, W, 3) RGB uint8 (cached by its hash) for chunk-by-chunk rendering.
+        `backend_options` as for animate. Raises NoFaceError (or another UserInputError) now, before any frame."""
 
     def describe(self) -> dict:
         """Backend-specific detail for /health."""

@@ -17,13 +17,14 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from ..media.audio import Speech
-from .base import AnimationOptions, AvatarBackend, BackendOptions, PortraitCache
+from .base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, PortraitCache
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..device import DeviceChoice
     from ..engines.liveportrait.engine import LivePortraitEngine, PreparedSource
     from ..media.landmarks import FaceLocator
+    from ..media.speech_motion import FaceMotion
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,21 @@ def _compile_cache_dir(settings: Settings) -> Path | None:
                     "to a writable, persistent folder", directory)
         return None
     return Path(directory)
+
+
+class LivePortraitSession(AvatarSession):
+    """Each frame's keypoints follow from its own motion targets: the prepared source is all it carries."""
+
+    def __init__(self, engine: LivePortraitEngine, source: PreparedSource, options: AnimationOptions):
+        self.engine, self.source, self.options = engine, source, options
+        self.unit_frames = engine.batch_size
+
+    def render(self, motion: FaceMotion, speech: Speech) -> Iterator[np.ndarray]:
+        from ..engines.liveportrait.driving import driving_targets
+
+        targets = driving_targets(motion, self.source.eye_ratios, expression_scale=self.options.expression_scale,
+                                  still=self.options.still)
+        return self.engine.render(self.source, self.engine.driving_keypoints(self.source, targets))
 
 
 class LivePortraitBackend(AvatarBackend):
@@ -138,6 +154,11 @@ class LivePortraitBackend(AvatarBackend):
         targets = driving_targets(face_motion(speech, fps), source.eye_ratios,
                                   expression_scale=options.expression_scale, still=options.still)
         return self.engine.render(source, self.engine.driving_keypoints(source, targets))
+
+    def start_session(self, portrait: np.ndarray, fps: int,
+                      options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                      backend_options: BackendOptions | None = None) -> LivePortraitSession:
+        return LivePortraitSession(self.engine, self._sources.get_or_compute(portrait, self._prepare), options)
 
     def describe(self) -> dict:
         return {

@@ -9,8 +9,8 @@ from pydantic import Field, field_validator
 from ..engines.meshwarp import MeshWarpAnimator, PreparedPortrait
 from ..media.audio import Speech
 from ..media.landmarks import FaceLocator, FaceSelector
-from ..media.speech_motion import face_motion
-from .base import AnimationOptions, AvatarBackend, BackendOptions, PortraitCache
+from ..media.speech_motion import FaceMotion, face_motion
+from .base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, PortraitCache
 
 
 class MeshWarpOptions(BackendOptions):
@@ -22,6 +22,19 @@ class MeshWarpOptions(BackendOptions):
     def _a_face_selector(cls, value: Optional[Union[int, str]]) -> Optional[Union[int, str]]:
         FaceSelector.parse(value)  # ValueError naming the two accepted forms
         return value
+
+
+class MeshWarpSession(AvatarSession):
+    """Frames depend only on each frame's motion: nothing to carry but the prepared portrait."""
+
+    unit_frames = 5
+
+    def __init__(self, animator: MeshWarpAnimator, prepared: PreparedPortrait, options: AnimationOptions):
+        self.animator, self.prepared, self.options = animator, prepared, options
+
+    def render(self, motion: FaceMotion, speech: Speech) -> Iterator[np.ndarray]:
+        return self.animator.frames(self.prepared, motion, still=self.options.still,
+                                    expression_scale=self.options.expression_scale)
 
 
 class MeshWarpBackend(AvatarBackend):
@@ -55,10 +68,14 @@ class MeshWarpBackend(AvatarBackend):
     def animate(self, portrait: np.ndarray, speech: Speech, fps: int, frames: int,
                 options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
                 backend_options: Optional[MeshWarpOptions] = None) -> Iterator[np.ndarray]:
+        session = self.start_session(portrait, fps, options, backend_options)  # NoFaceError now, before any frame
+        return session.render(face_motion(speech, fps), speech)
+
+    def start_session(self, portrait: np.ndarray, fps: int,
+                      options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                      backend_options: Optional[MeshWarpOptions] = None) -> MeshWarpSession:
         face = FaceSelector.parse((backend_options or MeshWarpOptions()).face)
-        prepared = self.prepare(portrait, face)  # NoFaceError now, before any frame
-        motion = face_motion(speech, fps)
-        return self.animator.frames(prepared, motion, still=options.still, expression_scale=options.expression_scale)
+        return MeshWarpSession(self.animator, self.prepare(portrait, face), options)
 
     def describe(self) -> dict:
         return {"device": "cpu", "cached_portraits": len(self._portraits)}

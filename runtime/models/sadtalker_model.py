@@ -16,13 +16,14 @@ from pydantic import Field
 
 from ..errors import BackendUnavailable, UserInputError
 from ..media.audio import Speech, resample
-from .base import AnimationOptions, AvatarBackend, BackendOptions, PortraitCache
+from .base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, PortraitCache
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..device import DeviceChoice
     from ..engines.sadtalker.engine import PreparedPortrait, SadTalkerEngine
     from ..media.landmarks import FaceLocator
+    from ..media.speech_motion import FaceMotion
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,24 @@ log = logging.getLogger(__name__)
 class SadTalkerOptions(BackendOptions):
     pose_style: int = Field(0, ge=0, le=45, description="SadTalker pose style.")
     size: Optional[Literal[256, 512]] = Field(None, description="Render size (default: the smallest loaded).")
+
+
+class SadTalkerSession(AvatarSession):
+    """SadTalker predicts expression and pose from the audio of each render() call on its own, so
+    pieces are long (a few seconds): its head pose restarts at each piece's boundary."""
+
+    def __init__(self, engine: "SadTalkerEngine", prepared: "PreparedPortrait", fps: int, options: AnimationOptions,
+                 backend_options: SadTalkerOptions):
+        from ..engines.sadtalker.coefficients import MotionRequest
+
+        self.engine, self.prepared, self.fps = engine, prepared, fps
+        self.request = MotionRequest(expression_scale=options.expression_scale, pose_style=backend_options.pose_style,
+                                     still=options.still)
+        self.unit_frames = max(engine.batch_sizes[prepared.size], 4 * fps)
+
+    def render(self, motion: "FaceMotion", speech: Speech) -> Iterator[np.ndarray]:
+        return self.engine.animate(self.prepared, resample(speech, 16000).samples, self.fps, motion.n_frames,
+                                   self.request)
 
 
 class SadTalkerBackend(AvatarBackend):
@@ -103,6 +122,14 @@ class SadTalkerBackend(AvatarBackend):
         request = MotionRequest(expression_scale=options.expression_scale, pose_style=backend_options.pose_style,
                                 still=options.still)
         return self.engine.animate(prepared, speech_16k.samples, fps, frames, request)
+
+    def start_session(self, portrait: np.ndarray, fps: int,
+                      options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
+                      backend_options: Optional[SadTalkerOptions] = None) -> SadTalkerSession:
+        backend_options = backend_options or SadTalkerOptions()
+        size = self._size(backend_options)
+        prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
+        return SadTalkerSession(self.engine, prepared, fps, options, backend_options)
 
     def describe(self) -> dict:
         return {

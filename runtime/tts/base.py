@@ -32,6 +32,10 @@ class TTSEngine(ABC):
     def voices(self) -> list[str]:
         """Voice names a request may ask for."""
 
+    def voice_for(self, text: str) -> str:
+        """The voice that reads a text when the request names none (engines may choose by language)."""
+        return self.default_voice
+
     @abstractmethod
     def synthesize(self, text: str, voice: Optional[str] = None, speaker_wav: Optional[Speech] = None) -> Speech:
         """Mono float32 speech at the engine's own sample rate. Raises UnknownVoiceError for a bad voice."""

@@ -42,6 +42,9 @@ class PooledTTS(TTSEngine):
     def shortest_seconds(self, text: str) -> float:
         return self.engine.shortest_seconds(text)
 
+    def voice_for(self, text: str) -> str:
+        return self.engine.voice_for(text)
+
     def describe(self) -> dict:
         return {**self.engine.describe(), "workers": self.workers}
 

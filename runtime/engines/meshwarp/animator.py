@@ -19,7 +19,6 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
-from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from ...media import landmarks as lm
 from ...media.landmarks import FaceLandmarks, FaceLocator, FaceSelector, square_around
@@ -34,8 +33,6 @@ MIN_OUTPUT_SIDE = 256  # an enlarged portrait is at least this many pixels a sid
 _BORDER_ANCHORS = 24  # zero-motion anchors on each side of the region keep its edge seamless
 _INVERSION_STEPS = 2  # fixed-point steps that turn the forward field into the backward one
 _OPEN_INTERIOR = 0.012  # a lip gap above this (face heights) shows an inside worth keeping
-SPEECH_HOLD_S = 0.25  # a silence shorter than twice this is a breath inside speech, not a pause
-_VOICED_LOUDNESS = 0.25  # speech_motion's loudness (0..1) above which a frame is speech
 _TEETH_OVER_LIPS = 1.2  # teeth are at least this much brighter than the lips around them
 _CAVITY_MEETS = 0.015  # a dark band taller than this between the teeth means the jaw is open
 _INNER_LIP_POLYGON = lm.INNER_LIP_UPPER + lm.INNER_LIP_LOWER[-2:0:-1]
@@ -226,14 +223,6 @@ def _eyelids(region: np.ndarray, face: FaceLandmarks) -> tuple[tuple[np.ndarray,
     return tuple(tops), tuple(colors), all(rims)
 
 
-def speaking_envelope(loudness: np.ndarray, fps: int) -> np.ndarray:
-    """(n,) 0 in pauses .. 1 while speaking: frames within SPEECH_HOLD_S of a voiced one, eased
-    over about two frames at 25 fps. loudness: (n,) in [0, 1]."""
-    voiced = (loudness > _VOICED_LOUDNESS).astype(np.float32)
-    held = maximum_filter1d(voiced, size=max(1, int(round(2 * SPEECH_HOLD_S * fps))) | 1, mode="nearest")
-    return np.clip(gaussian_filter1d(held, sigma=0.08 * fps, mode="nearest"), 0.0, 1.0)
-
-
 def _weighted_sum(weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """sum_k weights[k] * basis[k] over a (K, ...) basis, skipping zero weights. A plain loop of
     in-place multiply-adds: BLAS's gemv for so small a product waits on waking its thread pool
@@ -351,7 +340,7 @@ class MeshWarpAnimator:
         lip_round = np.clip(mouth.lip_round * expression_scale, 0, 1)
         opening_range = max(MAX_LIP_GAP, prepared.rest_lip_gap + 0.5 * MAX_LIP_GAP)
         speech_gap = np.clip(mouth.lip_open * expression_scale, 0, 1.2) * opening_range * (1 - 0.35 * lip_round)
-        speaking = speaking_envelope(mouth.loudness, motion.fps)
+        speaking = motion.speaking
         target_gap = speaking * speech_gap + (1 - speaking) * prepared.rest_lip_gap
         jaw = cls.jaw_weight(prepared, target_gap)
         head = np.zeros((3, motion.n_frames), np.float32) if still else np.stack(
