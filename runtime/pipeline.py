@@ -149,7 +149,8 @@ class TalkingHead:
     """A portrait that speaks a stream of speech: the motion is computed as the speech arrives and
     rendered a unit at a time under the device lock, carrying all state across pushes.
 
-    push() / finish() / idle() return the frames that became final, in order; `rendered` counts them."""
+    push() and finish() return the frames that became final, in order (silence pushed keeps the
+    mouth at rest while blinks and head sway go on); `rendered` counts them."""
 
     def __init__(self, session: AvatarSession, sample_rate: int, fps: int, device_lock: threading.Lock,
                  token: CancelToken, seconds: StageSeconds, refine: Optional["RefineSession"] = None):
@@ -172,10 +173,6 @@ class TalkingHead:
             self.refine.add_speech(Speech(np.asarray(samples, np.float32), self.sample_rate))
         self._pending.append(self.motion.push(samples))
         return self._render(flush=False)
-
-    def idle(self, seconds: float) -> Iterator[np.ndarray]:
-        """Silence: the mouth closes, blinks and head sway go on."""
-        return self.push(np.zeros(int(round(seconds * self.sample_rate)), np.float32))
 
     def finish(self) -> Iterator[np.ndarray]:
         """The last frames: frame_count(seconds pushed, fps) in all."""

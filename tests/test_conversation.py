@@ -1,6 +1,7 @@
 """A conversation over WS /ws: the avatar speaks each text, idles in between, and stops when the socket closes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -21,7 +22,9 @@ class Session:
     """A client: messages as they arrive, with arrival times, read by a background thread."""
 
     def __init__(self, url: str):
-        self.socket = connect(url.replace("http://", "ws://") + "/ws", max_size=None, open_timeout=30)
+        self._connection = contextlib.ExitStack()
+        self.socket = self._connection.enter_context(
+            connect(url.replace("http://", "ws://") + "/ws", max_size=None, open_timeout=30))
         self.binary: list[bytes] = []
         self.events: list[dict] = []
         self.reader = FragmentReader()
