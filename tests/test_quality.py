@@ -33,6 +33,8 @@ def test_metrics_rank_the_services_synced_clip_above_a_late_one_and_a_still_face
     still = write_clip([frames[0]] * len(frames), speech, int(fps), tmp_path / "still.mp4")
     scorer = QualityScorer(face_locator)
     synced_report, late_report, still_report = (scorer.score(path, astronaut) for path in (service_clip, late, still))
+    print({name: {key: report[key] for key in ("lip_sync", "av_sync", "jitter", "identity", "sharpness")}
+           for name, report in (("synced", synced_report), ("late", late_report), ("still", still_report))})
 
     assert synced_report["lip_sync"]["score"] >= 0.5
     assert synced_report["lip_sync"]["score"] > late_report["lip_sync"]["score"] + 0.3
