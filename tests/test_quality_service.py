@@ -52,6 +52,27 @@ def test_refiner_runs_after_the_backend_and_a_request_can_turn_it_off(refiner_se
     assert difference[:110].mean() < 2 and difference[300:].mean() < 2
 
 
+def test_the_stream_is_refined_too(refiner_server, astronaut, tmp_path):
+    speech = speak(TEXT)
+    wav = io.BytesIO()
+    wavfile.write(wav, speech.sample_rate, (speech.samples * 32767).astype(np.int16))
+    body = {"audio": base64.b64encode(wav.getvalue()).decode(), "image": png_base64(astronaut)}
+    streams = {}
+    with refiner_server.client() as client:
+        for lip_refine in (True, False):
+            response = client.post("/generate/stream", json={**body, "lip_refine": lip_refine})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-lip-refiner"] == ("wav2lip" if lip_refine else "none")
+            path = tmp_path / f"stream-{lip_refine}.mp4"
+            path.write_bytes(response.content)
+            streams[lip_refine] = decoded(path)[0]
+    refined, plain = streams[True], streams[False]
+    assert len(refined) == len(plain) > 10  # the refiner's look-ahead holds frames back, never drops them
+    difference = np.mean([np.abs(a.astype(int) - b).mean(axis=2) for a, b in zip(refined, plain)], axis=0)
+    assert difference[150:190, 190:260].mean() > 20
+    assert difference[:110].mean() < 2 and difference[300:].mean() < 2
+
+
 def test_without_weights_the_service_starts_with_the_refiner_off_and_says_why(tmp_path, astronaut):
     with start_server(MODELS_DIR=str(tmp_path), LIP_REFINER="wav2lip") as server:
         refiner = server.health()["detail"]["lip_refiner"]
