@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -25,11 +25,8 @@ from .errors import InvalidTextError
 from .media.audio import Speech
 from .media.encode import EncodeResult, Mp4Encoder
 from .media.speech_motion import FaceMotion, SpeechMotion
-from .models.base import AvatarSession
+from .models.base import AvatarSession, RefinerSession
 from .tts.base import TTSEngine
-
-if TYPE_CHECKING:
-    from .engines.wav2lip.refiner import RefineSession
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +150,7 @@ class TalkingHead:
     mouth at rest while blinks and head sway go on); `rendered` counts them."""
 
     def __init__(self, session: AvatarSession, sample_rate: int, fps: int, device_lock: threading.Lock,
-                 token: CancelToken, seconds: StageSeconds, refine: Optional["RefineSession"] = None):
+                 token: CancelToken, seconds: StageSeconds, refine: Optional[RefinerSession] = None):
         self.session = session
         self.refine = refine  # the lip refiner after the backend, fed the same speech and frames
         self.sample_rate = sample_rate
