@@ -3,8 +3,11 @@
 
 Starts the service (as ./scripts/serve.sh would, with the current environment: AVATAR_BACKEND,
 MODELS_DIR...), or uses --url. Prints one JSON line: median seconds for TTS, animation, encoding
-and total over --runs requests (after one warm-up), the real-time factor, and the TTS engine's own
-real-time factor measured in the same process.
+and total over --runs requests (after one warm-up), the real-time factor, the TTS engine's own
+real-time factor measured in the same process, and `stages`: the median of each stage of the
+backend's animate path as /health reports it after each request (portrait lookup, motion,
+render-loop launch, device wait, host paste). --short TEXT measures a second, short text the
+same way (`short_*` keys), where a fixed cost per request shows.
 
     .venv/bin/python scripts/bench.py
     AVATAR_BACKEND=liveportrait MODELS_DIR=... .venv/bin/python scripts/bench.py --runs 5
@@ -38,6 +41,7 @@ def main() -> None:
     parser.add_argument("--url", help="benchmark a running service instead of starting one")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--text", default=TEN_SECONDS_OF_SPEECH)
+    parser.add_argument("--short", metavar="TEXT", help='also measure this text, e.g. "Hello there, my friend."')
     args = parser.parse_args()
 
     server = nullcontext(args.url) if args.url else local_service()
@@ -45,21 +49,33 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=600) as client:
             backend = client.get("/health").json()["avatar_backend"]
             client.post("/generate", json={"text": "Warm up the caches."}).raise_for_status()
-            runs = []
-            for _ in range(args.runs):
-                started = time.perf_counter()
-                response = client.post("/generate", json={"text": args.text})
-                response.raise_for_status()
-                wall = time.perf_counter() - started
-                runs.append({
-                    "http_seconds": wall,
-                    "speech_seconds": float(response.headers["x-video-duration"]),
-                    **{stage: float(response.headers[f"x-{stage}-seconds"]) for stage in ("tts", "animation", "encoding", "total")},
-                })
-    median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-    result = {
-        "backend": backend,
-        "runs": args.runs,
+            result = {"backend": backend, "runs": args.runs, **measure(client, args.text, args.runs)}
+            if args.short:
+                result.update({f"short_{key}": value for key, value in measure(client, args.short, args.runs).items()})
+    tts = measure_tts(args.text)
+    result.update(tts_engine=tts["engine"], tts_only_seconds=tts["seconds"], tts_rtf=tts["rtf"])
+    print(json.dumps(result))
+
+
+def measure(client: httpx.Client, text: str, runs: int) -> dict:
+    """Medians over `runs` requests of `text`: seconds by stage from the response headers, and the
+    backend's own stages from /health (detail.avatar.last_request, where the backend reports it)."""
+    measured, stages = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        response = client.post("/generate", json={"text": text})
+        response.raise_for_status()
+        wall = time.perf_counter() - started
+        measured.append({
+            "http_seconds": wall,
+            "speech_seconds": float(response.headers["x-video-duration"]),
+            **{stage: float(response.headers[f"x-{stage}-seconds"]) for stage in ("tts", "animation", "encoding", "total")},
+        })
+        avatar = client.get("/health").json().get("detail", {}).get("avatar", {})
+        stages.append(avatar.get("last_request", {}))
+    median = {key: statistics.median(run[key] for run in measured) for key in measured[0]}
+    stage_names = [key for key in stages[0] if all(isinstance(s.get(key), (int, float)) for s in stages)]
+    return {
         "speech_seconds": round(median["speech_seconds"], 2),
         "tts_seconds": round(median["tts"], 3),
         "animation_seconds": round(median["animation"], 3),
@@ -67,10 +83,8 @@ def main() -> None:
         "total_seconds": round(median["total"], 3),
         "http_seconds": round(median["http_seconds"], 3),
         "rtf": round(median["http_seconds"] / median["speech_seconds"], 3),
+        "stages": {key: round(statistics.median(s[key] for s in stages), 4) for key in stage_names},
     }
-    tts = measure_tts(args.text)
-    result.update(tts_engine=tts["engine"], tts_only_seconds=tts["seconds"], tts_rtf=tts["rtf"])
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def _render(networks, precision: str, **options) -> torch.Tensor:
     kp_driving = source.kp_source + 0.03 * torch.randn(4, 21, 3, generator=generator).cuda()
     if engine.options["cuda_graph"]:
         warm_up(engine)  # captures the CUDA graph the service replays
-        assert type(engine._render_batch).__name__ == "_GraphedBatch"
+        assert type(engine._render_batch).__name__ == "CapturedBatch"
     crops = engine.render_crops(source, kp_driving).float()
     if engine.compiled:
         torch._dynamo.reset()  # the compiled graph holds the engine

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from runtime.engines import motion_field
 from runtime.engines.sadtalker import alignment, audio_features, coefficients
 from runtime.engines.sadtalker.networks import load_networks
-from runtime.engines.sadtalker.paste import paste_frames, plan_paste
+from runtime.engines.batched_render import FaceBox, HostFrames
+from runtime.engines.sadtalker.paste import paste_boxes, plan_paste
 
 from .sadtalker_checkpoints import import_upstream, random_models_dir, upstream_pose_config, upstream_slice
 
@@ -204,11 +205,12 @@ def test_paste_blends_the_face_into_the_portrait():
     portrait = np.full((100, 120, 3), 40, dtype=np.uint8)
     crop = alignment.FaceCrop(center=(60.0, 45.0), side=60.0, size=32)
     plan = plan_paste(portrait, crop, torch.device("cpu"), torch.float32)
-    frames = paste_frames(torch.ones(2, 3, 32, 32), plan).numpy()
-    assert frames.shape == (2, 100, 120, 3)
-    assert (frames[:, 45, 60] == 255).all()  # crop centre: the rendered face
-    assert (frames[:, 5, 5] == 40).all() and (frames[:, 95, 115] == 40).all()  # outside: untouched
-    assert 40 < frames[0, 45, 32, 0] < 255  # near the crop border: blended
+    boxes = paste_boxes(torch.ones(2, 3, 32, 32), plan)
+    frames = list(HostFrames(torch.device("cpu")).frames(iter([(boxes, 2)]), FaceBox(portrait, plan.region)))
+    assert len(frames) == 2 and frames[0].shape == (100, 120, 3)
+    assert all((frame[45, 60] == 255).all() for frame in frames)  # crop centre: the rendered face
+    assert (frames[0][5, 5] == 40).all() and (frames[1][95, 115] == 40).all()  # outside: untouched
+    assert 40 < frames[0][45, 32, 0] < 255  # near the crop border: blended
 
 
 @pytest.mark.slow

@@ -78,6 +78,7 @@ class LivePortraitBackend(AvatarBackend):
         self.locator = locator
         self.load_seconds = load_seconds
         self._sources: PortraitCache[PreparedSource] = PortraitCache(capacity=16)
+        self._last_request: dict[str, float] = {}  # seconds by stage, for /health and scripts/bench.py
 
     @classmethod
     def load(cls, settings: Settings, device: DeviceChoice) -> LivePortraitBackend:
@@ -150,10 +151,15 @@ class LivePortraitBackend(AvatarBackend):
         from ..engines.liveportrait.driving import driving_targets
         from ..media.speech_motion import face_motion
 
+        started = time.perf_counter()
         source = self._sources.get_or_compute(portrait, self._prepare)
+        portrait_done = time.perf_counter()
         targets = driving_targets(face_motion(speech, fps), source.eye_ratios,
                                   expression_scale=options.expression_scale, still=options.still)
-        return self.engine.render(source, self.engine.driving_keypoints(source, targets))
+        frames = self.engine.render(source, self.engine.driving_keypoints(source, targets))
+        self._last_request = {"portrait_seconds": round(portrait_done - started, 4),
+                              "motion_seconds": round(time.perf_counter() - portrait_done, 4)}
+        return frames
 
     def start_session(self, portrait: np.ndarray, fps: int,
                       options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
@@ -168,4 +174,5 @@ class LivePortraitBackend(AvatarBackend):
             "compiled": self.engine.compiled,
             "load_seconds": round(self.load_seconds, 2),
             "cached_portraits": len(self._sources),
+            "last_request": {**self._last_request, **self.engine.host_frames.last.as_dict()},
         }

@@ -71,6 +71,7 @@ class SadTalkerBackend(AvatarBackend):
         self.load_seconds = load_seconds
         self._portraits: dict[int, PortraitCache["PreparedPortrait"]] = {
             size: PortraitCache(capacity=16) for size in engine.sizes}
+        self._last_request: dict[str, float] = {}  # seconds by stage, for /health and scripts/bench.py
 
     @classmethod
     def load(cls, settings: "Settings", device: "DeviceChoice") -> "SadTalkerBackend":
@@ -88,8 +89,7 @@ class SadTalkerBackend(AvatarBackend):
                                           compile_renderer=settings.sadtalker_compile)
         except CheckpointError as error:
             raise BackendUnavailable(f"{error} (run scripts/setup_sadtalker.sh)") from error
-        if device.name == "cuda":
-            warm_up(engine)
+        warm_up(engine)  # compiles (and captures the CUDA graph) here, never in a request
         locator = FaceLocator(min_face_side=settings.min_face_side)
         seconds = time.perf_counter() - started
         log.debug("SadTalker ready on %s (sizes %s, %s, batches %s) in %.1f s", device.name,
@@ -117,11 +117,16 @@ class SadTalkerBackend(AvatarBackend):
 
         backend_options = backend_options or SadTalkerOptions()
         size = self._size(backend_options)
+        started = time.perf_counter()
         prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
+        portrait_done = time.perf_counter()
         speech_16k = resample(speech, 16000)
         request = MotionRequest(expression_scale=options.expression_scale, pose_style=backend_options.pose_style,
                                 still=options.still)
-        return self.engine.animate(prepared, speech_16k.samples, fps, frames, request)
+        rendered = self.engine.animate(prepared, speech_16k.samples, fps, frames, request)
+        self._last_request = {"portrait_seconds": round(portrait_done - started, 4),
+                              "motion_seconds": round(time.perf_counter() - portrait_done, 4)}
+        return rendered
 
     def start_session(self, portrait: np.ndarray, fps: int,
                       options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
@@ -139,6 +144,9 @@ class SadTalkerBackend(AvatarBackend):
             "sizes": list(self.engine.sizes),
             "mapping": self.engine.mapping_kind,
             "compiled": self.engine.compiled,
+            "cuda_graphs": self.engine.cuda_graphs,
             "load_seconds": round(self.load_seconds, 2),
             "cached_portraits": sum(len(cache) for cache in self._portraits.values()),
+            "portraits_prepared": self.engine.portraits_prepared,
+            "last_request": {**self._last_request, **self.engine.host_frames.last.as_dict()},
         }

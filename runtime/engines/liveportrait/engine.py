@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..batched_render import CapturedBatch, FaceBox, HostFrames, capture_if_cuda, padded_batches
 from . import crop as crop_ops
 from .checkpoints import LivePortraitNetworks, load_networks
 from .driving import DrivingTargets, driving_keypoints
@@ -186,7 +187,7 @@ class LivePortraitEngine:
         for network in networks.all():
             network.eval().requires_grad_(False)
         self._crop_mask = crop_ops.feather_mask()
-        self._copy_stream: torch.cuda.Stream | None = None  # created on first use (CUDA only)
+        self.host_frames = HostFrames(self.device)
         self.compiled = self.options["compile"]
         self._render_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = self._warp_decode
         if self.compiled:
@@ -274,57 +275,11 @@ class LivePortraitEngine:
     def render(self, source: PreparedSource, kp_driving: torch.Tensor) -> Iterator[np.ndarray]:
         """Full-portrait frames (H, W, 3) uint8, one per row of kp_driving, lazily and in order.
 
-        The last batch is padded to the batch size (fixed shapes keep cuDNN's tuned kernels);
-        while the caller consumes one batch, the device renders the next."""
-        total = kp_driving.shape[0]
-        use_cuda = self.device.type == "cuda"
-        buffers: list[torch.Tensor] = []
-        pending: tuple[torch.Tensor, int, torch.cuda.Event | None] | None = None
-        for index, start in enumerate(range(0, total, self.batch_size)):
-            chunk = kp_driving[start:start + self.batch_size]
-            count = chunk.shape[0]
-            if count < self.batch_size:
-                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch_size - count, -1, -1)])
-            boxes = self._compose_box(source, self.render_crops(source, chunk))
-            if use_cuda:
-                if len(buffers) < 2:
-                    buffers.append(torch.empty(boxes.shape, dtype=torch.uint8, pin_memory=True))
-                host = buffers[index % 2]  # the batch that used it last has been consumed
-                event = self._copy_to_host(boxes, host)
-            else:
-                host, event = boxes.cpu(), None
-            if pending is not None:
-                yield from self._frames_from(source, *pending)
-            pending = (host, count, event)
-        if pending is not None:
-            yield from self._frames_from(source, *pending)
-
-    def _copy_to_host(self, boxes: torch.Tensor, host: torch.Tensor) -> torch.cuda.Event:
-        """Device -> pinned host copy on a side stream, so the next batch renders while it runs
-        (on the render stream it would wait behind the copy). Returns the copy's completion event."""
-        if self._copy_stream is None:
-            self._copy_stream = torch.cuda.Stream(self.device)
-        rendered = torch.cuda.Event()
-        rendered.record()
-        with torch.cuda.stream(self._copy_stream):
-            self._copy_stream.wait_event(rendered)
-            host.copy_(boxes, non_blocking=True)
-            boxes.record_stream(self._copy_stream)  # the allocator must not reuse boxes before the copy ends
-            copied = torch.cuda.Event()
-            copied.record()
-        return copied
-
-    @staticmethod
-    def _frames_from(source: PreparedSource, host: torch.Tensor, count: int,
-                     event: torch.cuda.Event | None) -> Iterator[np.ndarray]:
-        if event is not None:
-            event.synchronize()
-        x0, y0, x1, y1 = source.paste.box
-        boxes = host.numpy()
-        for i in range(count):
-            frame = source.portrait.copy()
-            frame[y0:y1, x0:x1] = boxes[i]
-            yield frame
+        The last batch is padded to the batch size (fixed shapes keep cuDNN's tuned kernels and the
+        compiled batch); while the caller consumes one batch, the device renders the next."""
+        batches = ((self._compose_box(source, self.render_crops(source, chunk)), count)
+                   for chunk, count in padded_batches(kp_driving, self.batch_size, pad=True))
+        return self.host_frames.frames(batches, FaceBox(source.portrait, source.paste.box))
 
 
 def compile_problems() -> list[str]:
@@ -360,34 +315,8 @@ def warm_up(engine: LivePortraitEngine) -> float:
     kp_driving = kp_source + 0.01 * torch.randn(engine.batch_size, 21, 3, generator=generator).to(device)
     with torch.no_grad():
         crops = engine._render_batch(feature, kp_driving, kp_source).float().cpu()
-        if engine.options["cuda_graph"] and not isinstance(engine._render_batch, _GraphedBatch):
-            engine._render_batch = _GraphedBatch(engine._render_batch, feature, kp_driving, kp_source)
-            replayed = engine._render_batch(feature, kp_driving, kp_source).float().cpu()
-            if (replayed - crops).abs().max().item() > 1e-3:  # the graph must replay what it captured
-                raise RuntimeError("LivePortrait's CUDA graph replays a different render than the compiled call")
+        if engine.options["cuda_graph"] and not isinstance(engine._render_batch, CapturedBatch):
+            engine._render_batch = capture_if_cuda(engine._render_batch, feature, kp_driving, kp_source)
     if not torch.isfinite(crops).all():
         raise RuntimeError("LivePortrait warm-up rendered non-finite values")
     return time.perf_counter() - started
-
-
-class _GraphedBatch:
-    """A fixed-shape render function captured once as a CUDA graph; each call copies the inputs
-    into the captured ones and replays. Returns a fresh tensor (the captured output is rewritten
-    by every replay)."""
-
-    def __init__(self, render: Callable[..., torch.Tensor], *example: torch.Tensor):
-        self.inputs = tuple(tensor.clone() for tensor in example)
-        side = torch.cuda.Stream()  # capture needs a side stream and one run there first
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            render(*self.inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.output = render(*self.inputs)
-
-    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
-        for captured, given in zip(self.inputs, tensors):
-            captured.copy_(given)
-        self.graph.replay()
-        return self.output.clone()

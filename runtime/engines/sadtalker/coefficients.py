@@ -138,7 +138,9 @@ def resample_frames(coeffs: np.ndarray, source_fps: float, target_fps: float, co
     target_fps (frame i at time i / target_fps)."""
     if source_fps == target_fps and coeffs.shape[0] >= count:
         return coeffs[:count]
-    times = np.arange(count) / target_fps * source_fps
-    positions = np.arange(coeffs.shape[0])
-    return np.stack([np.interp(times, positions, coeffs[:, c]) for c in range(coeffs.shape[1])],
-                    axis=1).astype(np.float32)
+    # np.interp's result (clamped at both ends), for every column at once.
+    positions = np.clip(np.arange(count) / target_fps * source_fps, 0, coeffs.shape[0] - 1)
+    below = np.floor(positions).astype(np.int64)
+    above = np.minimum(below + 1, coeffs.shape[0] - 1)
+    weight = (positions - below)[:, None]
+    return (coeffs[below] * (1 - weight) + coeffs[above] * weight).astype(np.float32)

@@ -7,7 +7,12 @@
 
 Steps: face crop + 5-point alignment (from MediaPipe landmarks) -> 3DMM coefficients of the
 source (once per portrait) -> mel windows -> expression and pose sequences (one batch each) ->
-mapping net + keypoints for every frame -> generator in large batches -> paste back.
+per fixed-size batch of frames: mapping net + keypoints + generator + paste into the face region
+(runtime.engines.batched_render).
+
+Compile / CUDA-graph / warm-up policy (all here): on CUDA the batch goes through torch.compile
+by default, compiled in `warm_up` at start-up for the engine's batch shape and then captured as a
+CUDA graph; every clip's last batch is padded to that shape, so no request compiles.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ import numpy as np
 import torch
 
 from ...media.audio import frame_count
+from ..batched_render import FaceBox, HostFrames, padded_batches
 from .alignment import align_for_recon, face_crop, five_points
 from .audio_features import AUDIO, speech_frame_windows
 from .checkpoint import CheckpointError
 from .coefficients import MotionRequest, coefficient_windows, motion_coefficients, resample_frames
 from .config import MAPPING_CHECKPOINTS, SUPPORTED_SIZES
 from .networks import SadTalkerNetworks, checkpoint_paths, load_networks
-from .paste import PastePlan, paste_frames, plan_paste
+from .paste import PastePlan, paste_boxes, plan_paste
 from .recon_net import COEFF_SLICES
 from .renderer import FaceRenderer, PreparedSource, cpu_has_fast_bf16
 
@@ -47,6 +53,7 @@ class PreparedPortrait:
     """Per-portrait work, cached by the caller (keyed by image hash)."""
 
     size: int
+    portrait: np.ndarray  # (H, W, 3) uint8, the output frames' background
     source_coeffs: np.ndarray  # (73,) exp 64 | angles 3 | trans 3 | crop params 3
     source: PreparedSource
     paste: PastePlan
@@ -64,6 +71,8 @@ class SadTalkerEngine:
             self.renderers[size] = FaceRenderer(bundle, device, dtype, conv_dtype=conv_dtype)
         self.default_size = min(nets)
         self.mapping_kind = next(iter(nets.values())).mapping_kind
+        self.host_frames = HostFrames(device)
+        self.portraits_prepared = 0  # per-portrait work done (the caller caches it by image hash)
 
     @classmethod
     def load(cls, sadtalker_dir: Path, device: str | torch.device, sizes: tuple[int, ...] = SUPPORTED_SIZES,
@@ -72,7 +81,7 @@ class SadTalkerEngine:
              conv_dtype: torch.dtype | None = None) -> "SadTalkerEngine":
         """Load every size in `sizes` whose safetensors file exists (at least one must).
 
-        compile_renderer: torch.compile the per-frame networks (default: on cuda only; the
+        compile_renderer: torch.compile the render batch (default: on cuda only; the
         compilation happens in `warm_up`). conv_dtype: precision of the decoder and hourglass
         (default: bf16 on a CPU whose bf16 convolutions are measurably faster: about 1.9x per
         frame on the 2-core CI CPU, at about 1/255 mean difference; else the engine's dtype).
@@ -109,6 +118,10 @@ class SadTalkerEngine:
         return all(r.compiled for r in self.renderers.values())
 
     @property
+    def cuda_graphs(self) -> bool:
+        return all(r.captured for r in self.renderers.values())
+
+    @property
     def batch_size(self) -> int:
         """Frames per render batch at the default size."""
         return self.batch_sizes[self.default_size]
@@ -139,7 +152,8 @@ class SadTalkerEngine:
         window = coefficient_windows(source_coeffs[None], self.coeff_channels)
         source = self.renderers[size].prepare_source(image, torch.from_numpy(window))
         plan = plan_paste(portrait, crop, self.device, self.dtype)
-        return PreparedPortrait(size, source_coeffs, source, plan)
+        self.portraits_prepared += 1
+        return PreparedPortrait(size, np.ascontiguousarray(portrait), source_coeffs, source, plan)
 
     @torch.inference_mode()
     def source_coefficients(self, size: int, aligned: np.ndarray, crop_params: np.ndarray) -> np.ndarray:
@@ -169,53 +183,19 @@ class SadTalkerEngine:
 
     def animate(self, portrait: PreparedPortrait, samples_16k: np.ndarray, fps: float,
                 frame_total: int, request: MotionRequest = MotionRequest()) -> Iterator[np.ndarray]:
-        """Yields frame_total full-portrait frames (H, W, 3) uint8, rendered in batches."""
+        """Yields frame_total full-portrait frames (H, W, 3) uint8, rendered in batches. The
+        coefficients are computed here (errors raised before the first frame); frames lazily."""
         started = time.perf_counter()
         windows = self.driving_windows(portrait, samples_16k, fps, frame_total, request)
-        renderer = self.renderers[portrait.size]
-        with torch.inference_mode():
-            driving = renderer.driving_keypoints(portrait.source, torch.from_numpy(windows))
+        windows = torch.from_numpy(windows).to(self.device)
         logger.debug("SadTalker motion for %d frames in %.3f s", frame_total, time.perf_counter() - started)
-        return self._render(renderer, portrait, driving, self.batch_sizes[portrait.size])
-
-    def _render(self, renderer: FaceRenderer, portrait: PreparedPortrait,
-                driving: torch.Tensor, batch_size: int) -> Iterator[np.ndarray]:
-        pending = None
-        total = driving.shape[0]
-        for start in range(0, total, batch_size):
-            with torch.inference_mode():
-                batch = driving[start:start + batch_size]
-                count = batch.shape[0]
-                if count < batch_size and self.device.type != "cpu":
-                    # Keep one shape per batch size: a short last batch would make cuDNN
-                    # autotune (and torch.compile recompile) for every clip length. The
-                    # padding frames are dropped.
-                    batch = torch.cat([batch, batch[-1:].expand(batch_size - count, -1, -1)])
-                rendered = renderer.render_keypoints(portrait.source, batch)[:count]
-                frames = paste_frames(rendered, portrait.paste)
-                if self.device.type == "cuda":
-                    # Queue the copy and move on: the next batch renders while this one drains.
-                    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
-                    host.copy_(frames, non_blocking=True)
-                    event = torch.cuda.Event()
-                    event.record()
-                    frames = (host, event)
-            if pending is not None:
-                yield from self._drain(pending)
-            pending = frames
-        if pending is not None:
-            yield from self._drain(pending)
-
-    @staticmethod
-    def _drain(frames) -> Iterator[np.ndarray]:
-        if isinstance(frames, tuple):
-            host, event = frames
-            event.synchronize()
-            array = host.numpy()
-        else:
-            array = frames.cpu().numpy()
-        for frame in array:
-            yield frame
+        renderer = self.renderers[portrait.size]
+        # Fixed shapes: a short last batch would make cuDNN autotune and a compiled batch
+        # recompile for every clip length.
+        pad = renderer.compiled or self.device.type == "cuda"
+        batches = ((paste_boxes(renderer.render_batch(portrait.source, chunk), portrait.paste), count)
+                   for chunk, count in padded_batches(windows, self.batch_sizes[portrait.size], pad))
+        return self.host_frames.frames(batches, FaceBox(portrait.portrait, portrait.paste.region))
 
 
 def default_batch_size(device: torch.device, size: int) -> int:
@@ -229,10 +209,13 @@ def default_batch_size(device: torch.device, size: int) -> int:
 
 
 def warm_up(engine: SadTalkerEngine) -> None:
-    """Render one batch per size at startup, so cuDNN autotuning and torch.compile happen
-    before the first request. A renderer whose compilation fails is put back on the eager path,
-    with the error logged."""
+    """Render one batch per size through the path requests take, so that cuDNN autotuning and
+    torch.compile happen at start-up, never in a request; then, on CUDA with compile, capture
+    the batch as a CUDA graph. A renderer whose compilation fails is put back on the eager path,
+    with the error logged. Nothing to do for an eager renderer off CUDA."""
     for size, renderer in engine.renderers.items():
+        if not renderer.compiled and engine.device.type != "cuda":
+            continue
         started = time.perf_counter()
         try:
             _render_one_batch(engine, size, renderer)
@@ -244,14 +227,19 @@ def warm_up(engine: SadTalkerEngine) -> None:
             renderer.uncompile()
             _render_one_batch(engine, size, renderer)
         logger.info("SadTalker %d renderer warmed up (%s) in %.1f s", size,
-                    "compiled" if renderer.compiled else "eager", time.perf_counter() - started)
+                    "compiled, CUDA graph" if renderer.captured else "compiled" if renderer.compiled else "eager",
+                    time.perf_counter() - started)
 
 
 def _render_one_batch(engine: SadTalkerEngine, size: int, renderer: FaceRenderer) -> None:
     image = torch.rand(1, 3, size, size, device=engine.device)
     window = torch.zeros(1, engine.coeff_channels, 27)
     source = renderer.prepare_source(image, window)
-    driving = renderer.driving_keypoints(source, window.expand(engine.batch_sizes[size], -1, -1))
-    renderer.render_keypoints(source, driving)
+    windows = window.expand(engine.batch_sizes[size], -1, -1)
+    rendered = renderer.render_batch(source, windows)
+    if not torch.isfinite(rendered).all():
+        raise RuntimeError(f"the SadTalker {size} renderer rendered non-finite values at warm-up")
+    if renderer.compiled and engine.device.type == "cuda":
+        renderer.capture(source, windows)
     if engine.device.type == "cuda":
         torch.cuda.synchronize()

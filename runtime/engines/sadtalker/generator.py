@@ -91,10 +91,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         deformation, occlusion = self.dense_motion_network(source.compressed, kp_driving, kp_source)
         warped = warp_volume(source.feature_3d, deformation.to(source.feature_3d.dtype))
         b, c, d, h, w = warped.shape
-        flat = warped.reshape(b, c * d, h, w)
-        if self.third.conv.weight.is_contiguous(memory_format=torch.channels_last):
-            flat = flat.contiguous(memory_format=torch.channels_last)
-        out = self.fourth(self.third(flat))
+        out = self.fourth(self.third(warped.reshape(b, c * d, h, w)))
         out = out * occlusion.to(out.dtype)
         if self.conv_dtype is not None and self.conv_dtype != out.dtype:
             return self.decoder(out.to(self.conv_dtype)).to(out.dtype)

@@ -1,7 +1,8 @@
-"""Paste rendered face crops back into the full portrait, on the render device, in batches.
+"""Blend rendered face crops into the portrait's face region, on the render device, in batches.
 
 Upstream pastes with OpenCV's seamlessClone per frame on the CPU; we blend with a feathered
-mask instead (one fused op per batch), so full-size frames leave the device ready to encode.
+mask instead (one fused op per batch). Only the region the crop covers leaves the device; the
+host puts it into a copy of the portrait (runtime.engines.batched_render).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ FEATHER_FRACTION = 0.12  # width of the blend ramp, as a fraction of the crop si
 class PastePlan:
     """Everything per-portrait the paste needs, already on the device."""
 
-    background: torch.Tensor  # (3, H, W) portrait in [0, 1], render dtype
+    background: torch.Tensor  # (3, rh, rw) the portrait's region in [0, 1], render dtype
     region: tuple[int, int, int, int]  # x0, y0, x1, y1 integer pixels of the portrait
     grid: torch.Tensor  # (1, rh, rw, 2) sampling grid into the crop, grid_sample coordinates
     alpha: torch.Tensor  # (1, 1, rh, rw) blend weight of the rendered face
@@ -41,7 +42,7 @@ def plan_paste(portrait: np.ndarray, crop: FaceCrop, device: torch.device, dtype
     edge = np.minimum(np.minimum(u, 1 - u), np.minimum(v, 1 - v)) / FEATHER_FRACTION
     ramp = np.clip(edge, 0, 1)
     alpha = ramp * ramp * (3 - 2 * ramp)  # smoothstep
-    background = torch.from_numpy(portrait).to(device).permute(2, 0, 1).to(dtype) / 255
+    background = torch.from_numpy(np.ascontiguousarray(portrait[y0:y1, x0:x1])).to(device).permute(2, 0, 1).to(dtype) / 255
     return PastePlan(
         background=background,
         region=(x0, y0, x1, y1),
@@ -50,14 +51,12 @@ def plan_paste(portrait: np.ndarray, crop: FaceCrop, device: torch.device, dtype
     )
 
 
-def paste_frames(rendered: torch.Tensor, plan: PastePlan) -> torch.Tensor:
-    """rendered (B, 3, S, S) in [0, 1] -> full frames (B, H, W, 3) uint8, on the device."""
+@torch.inference_mode()
+def paste_boxes(rendered: torch.Tensor, plan: PastePlan) -> torch.Tensor:
+    """rendered (B, 3, S, S) in [0, 1] -> the portrait's region of each frame (B, rh, rw, 3) uint8,
+    on the device."""
     b = rendered.shape[0]
-    x0, y0, x1, y1 = plan.region
-    rendered = rendered.to(plan.background.dtype)
-    face = F.grid_sample(rendered, plan.grid.expand(b, -1, -1, -1), mode="bilinear",
+    face = F.grid_sample(rendered.to(plan.background.dtype), plan.grid.expand(b, -1, -1, -1), mode="bilinear",
                          padding_mode="border", align_corners=False)
-    frames = plan.background.unsqueeze(0).repeat(b, 1, 1, 1)
-    behind = frames[:, :, y0:y1, x0:x1]
-    frames[:, :, y0:y1, x0:x1] = behind + plan.alpha * (face - behind)
-    return (frames * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    blended = plan.background + plan.alpha * (face - plan.background)
+    return (blended * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

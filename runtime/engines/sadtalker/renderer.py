@@ -1,19 +1,22 @@
 """Face renderer: coefficient windows -> frames, batched against one cached source portrait.
 
 Per portrait (once): canonical keypoints, the source keypoints posed by the source
-coefficients, and the generator's source feature volumes. Per batch of frames: mapping net ->
-posed driving keypoints -> generator render. Keypoint math runs in fp32; the generator in
+coefficients, and the generator's source feature volumes. Per batch of frames, one fixed-shape
+function (compiled and replayed as a CUDA graph on CUDA): mapping net -> posed driving
+keypoints -> generator render. Keypoint math runs in fp32; the generator in
 the renderer's dtype (fp16 on GPUs), its two heavy conv stacks optionally in `conv_dtype`
 (bf16 on CPUs that have native bf16 dot products).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
+from ..batched_render import CapturedBatch, capture_if_cuda
 from .generator import SourceEncoding
 from .motion import transform_keypoints
 from .mps import adapt_for_mps
@@ -26,10 +29,15 @@ class PreparedSource:
     canonical_keypoints: torch.Tensor  # (1, 15, 3) fp32
     source_keypoints: torch.Tensor  # (1, 15, 3) fp32
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The portrait's inputs of `FaceRenderer.render_windows`, in its order."""
+        return (self.encoding.feature_3d, self.encoding.compressed, self.canonical_keypoints,
+                self.source_keypoints)
+
 
 class FaceRenderer:
     def __init__(self, nets: SadTalkerNetworks, device: torch.device, dtype: torch.dtype,
-                 channels_last: bool = False, conv_dtype: torch.dtype | None = None):
+                 conv_dtype: torch.dtype | None = None):
         """dtype: the generator's precision. conv_dtype: a different precision for its two heavy
         conv stacks alone, the SPADE decoder and the dense-motion hourglass (bf16 on CPUs with
         native bf16 dot products: about 80% of the CPU cost). Keypoints, Gaussians, masks and
@@ -52,34 +60,33 @@ class FaceRenderer:
         if device.type == "mps":
             adapt_for_mps(self.generator)
             adapt_for_mps(self.keypoint_detector)
-        self._eager = None
-        self.channels_last = channels_last
-        if channels_last:
-            # Kept for benchmarking: on an H200 this measured slower (152 vs 183 frames/s) than
-            # NCHW, the instance norms and resizes losing more than the convs gain.
-            self.generator.decoder.to(memory_format=torch.channels_last)
-            self.generator.third.to(memory_format=torch.channels_last)
-            self.generator.fourth.to(memory_format=torch.channels_last)
+        # What renders a batch: render_windows itself, its torch.compile, or a CUDA graph of that.
+        self._batch: Callable[..., torch.Tensor] = self.render_windows
+        self.compiled = False
 
     def compile(self) -> None:
-        """Route the per-frame networks through torch.compile (CUDA). Inductor fuses the
-        instance-norm / SPADE-modulation / activation chains that run as separate memory-bound
-        kernels in eager mode (measured on an H200, 256 px, batch 64: 184 -> 303 frames/s).
-        Shapes are static (the engine pads the last batch), so each size compiles once."""
-        if self._eager is None:
-            self._eager = (self.generator.decoder, self.generator.dense_motion_network)
-            self.generator.decoder = torch.compile(self.generator.decoder, dynamic=False)
-            self.generator.dense_motion_network = torch.compile(self.generator.dense_motion_network,
-                                                                dynamic=False)
+        """Route the batch (mapping net, keypoints, generator) through torch.compile: inductor
+        fuses the instance-norm / SPADE-modulation / activation chains that run as separate
+        memory-bound kernels in eager mode. One graph (fullgraph) for one batch shape (static):
+        the engine pads the last batch, so it compiles once per size, at warm-up."""
+        if not self.compiled:
+            self._batch = torch.compile(self.render_windows, fullgraph=True, dynamic=False)
+            self.compiled = True
 
     def uncompile(self) -> None:
-        if self._eager is not None:
-            self.generator.decoder, self.generator.dense_motion_network = self._eager
-            self._eager = None
+        self._batch = self.render_windows
+        self.compiled = False
+
+    def capture(self, prepared: "PreparedSource", target_windows: torch.Tensor) -> None:
+        """On CUDA, replace the batch by a CUDA graph of it, captured for target_windows' shape
+        (call after the compiled batch has run once at that shape)."""
+        example = (target_windows.to(self.device, torch.float32).contiguous(), *prepared.tensors())
+        with torch.inference_mode():
+            self._batch = capture_if_cuda(self._batch, *example)
 
     @property
-    def compiled(self) -> bool:
-        return self._eager is not None
+    def captured(self) -> bool:
+        return isinstance(self._batch, CapturedBatch)
 
     @property
     def precision(self) -> str:
@@ -97,20 +104,25 @@ class FaceRenderer:
         encoding = self.generator.encode_source(image.to(self.dtype))
         return PreparedSource(encoding, canonical, source_kp)
 
+    def render_windows(self, target_windows: torch.Tensor, feature_3d: torch.Tensor, compressed: torch.Tensor,
+                       canonical_keypoints: torch.Tensor, source_keypoints: torch.Tensor) -> torch.Tensor:
+        """The fixed-shape batch: target_windows (B, C, 27) fp32 and the portrait's tensors
+        (PreparedSource.tensors) -> frames (B, 3, S, S) in [0, 1], renderer dtype."""
+        driving = transform_keypoints(canonical_keypoints, self.mapping(target_windows))
+        source_kp = source_keypoints.expand(driving.shape[0], -1, -1)
+        return self.generator.render(SourceEncoding(feature_3d, compressed), source_kp, driving)
+
+    @torch.inference_mode()
+    def render_batch(self, prepared: PreparedSource, target_windows: torch.Tensor) -> torch.Tensor:
+        """target_windows (B, C, 27) -> frames (B, 3, S, S) in [0, 1], renderer dtype, on device.
+        Compiled or captured: B must be the batch size it was made for, or it compiles again."""
+        return self._batch(target_windows.to(self.device, torch.float32).contiguous(), *prepared.tensors())
+
     @torch.inference_mode()
     def driving_keypoints(self, prepared: PreparedSource, target_windows: torch.Tensor) -> torch.Tensor:
         """target_windows (B, C, 27) -> posed driving keypoints (B, 15, 3) fp32."""
         head = self.mapping(target_windows.to(self.device, torch.float32))
         return transform_keypoints(prepared.canonical_keypoints, head)
-
-    @torch.inference_mode()
-    def render_keypoints(self, prepared: PreparedSource, driving: torch.Tensor) -> torch.Tensor:
-        """driving (B, 15, 3) -> frames (B, 3, S, S) in [0, 1], renderer dtype, on device."""
-        source_kp = prepared.source_keypoints.expand(driving.shape[0], -1, -1)
-        return self.generator.render(prepared.encoding, source_kp, driving)
-
-    def render_batch(self, prepared: PreparedSource, target_windows: torch.Tensor) -> torch.Tensor:
-        return self.render_keypoints(prepared, self.driving_keypoints(prepared, target_windows))
 
 
 @lru_cache(maxsize=1)
