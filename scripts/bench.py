@@ -47,9 +47,12 @@ def main() -> None:
     server = nullcontext(args.url) if args.url else local_service()
     with server as url:
         with httpx.Client(base_url=url, timeout=600) as client:
-            backend = client.get("/health").json()["avatar_backend"]
+            health = client.get("/health").json()
+            backend = health["avatar_backend"]
+            load_seconds = health.get("detail", {}).get("avatar", {}).get("load_seconds")
             client.post("/generate", json={"text": "Warm up the caches."}).raise_for_status()
-            result = {"backend": backend, "runs": args.runs, **measure(client, args.text, args.runs)}
+            result = {"backend": backend, "backend_load_seconds": load_seconds, "runs": args.runs,
+                      **measure(client, args.text, args.runs)}
             if args.short:
                 result.update({f"short_{key}": value for key, value in measure(client, args.short, args.runs).items()})
     tts = measure_tts(args.text)
