@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from runtime.engines.liveportrait import crop as crop_ops
 from runtime.engines.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
 from runtime.engines.liveportrait.checkpoints import LivePortraitNetworks, load_networks
-from runtime.engines.liveportrait.conv_rewrites import RewrittenConv
+from runtime.engines.conv_rewrites import RewrittenConv
 from runtime.engines.liveportrait.driving import DrivingTargets
 from runtime.engines.liveportrait.engine import (CUDA_DEFAULTS, LivePortraitEngine, PreparedSource, _to_memory_format,
                                                  warm_up)

@@ -1,11 +1,11 @@
-"""The exact conv rewrites (runtime/engines/liveportrait/conv_rewrites.py) against the convs they replace."""
+"""The exact conv rewrites (runtime/engines/conv_rewrites.py) against the convs they replace."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.engines.liveportrait.conv_rewrites import RewrittenConv, _phase_plan
+from runtime.engines.conv_rewrites import RewrittenConv, _phase_plan
 
 pytestmark = pytest.mark.unit
 

@@ -265,7 +265,8 @@ def test_backend_refuses_compile_it_cannot_do_by_name(monkeypatch):
     from runtime.models.liveportrait_model import LivePortraitBackend
 
     monkeypatch.setattr(engine_module, "compile_problems", lambda: ["no C compiler (cc, gcc or clang, or $CC) on PATH"])
-    settings = SimpleNamespace(models_dir=shared_random_models_dir(seed=0), min_face_side=48, liveportrait_compile=True)
+    settings = SimpleNamespace(models_dir=shared_random_models_dir(seed=0), min_face_side=48, liveportrait_compile=True,
+                               liveportrait_compile_cache_dir=None)
     with pytest.raises(BackendUnavailable, match="no C compiler.*LIVEPORTRAIT_COMPILE=false"):
         LivePortraitBackend.load(settings, DeviceChoice("cuda", "test", True))
 
@@ -290,7 +291,8 @@ def test_default_compile_without_build_tools_renders_eagerly(monkeypatch, caplog
     assert engine_module.CUDA_DEFAULTS["compile"] is True
     monkeypatch.setattr(engine_module, "compile_problems", lambda: ["no C compiler (cc, gcc or clang, or $CC) on PATH"])
     monkeypatch.setattr(engine_module.LivePortraitEngine, "load", record_and_stop)
-    settings = SimpleNamespace(models_dir=shared_random_models_dir(seed=0), min_face_side=48, liveportrait_compile=None)
+    settings = SimpleNamespace(models_dir=shared_random_models_dir(seed=0), min_face_side=48, liveportrait_compile=None,
+                               liveportrait_compile_cache_dir=None)
     with pytest.raises(BackendUnavailable, match="stopped after choosing"):
         LivePortraitBackend.load(settings, DeviceChoice("cuda", "test", True))
     assert asked["compile"] is False

@@ -7,10 +7,8 @@ every frame's driving keypoints at once -> batched W + G -> frames pasted into t
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,24 +25,6 @@ if TYPE_CHECKING:
     from ..media.speech_motion import FaceMotion
 
 log = logging.getLogger(__name__)
-
-
-def _compile_cache_dir(settings: Settings) -> Path | None:
-    """Where inductor keeps compiled kernels across restarts: LIVEPORTRAIT_COMPILE_CACHE_DIR, else
-    MODELS_DIR/.cache/inductor. None (inductor's default under /tmp: every restart compiles
-    again) when that folder cannot be written, e.g. weights mounted read-only."""
-    directory = settings.liveportrait_compile_cache_dir or settings.models_dir / ".cache" / "inductor"
-    try:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        log.warning("cannot write the compile cache %s (%s): each start compiles again; set "
-                    "LIVEPORTRAIT_COMPILE_CACHE_DIR to a writable, persistent folder", directory, error)
-        return None
-    if not os.access(directory, os.W_OK):
-        log.warning("compile cache %s is read-only: each start compiles again; set LIVEPORTRAIT_COMPILE_CACHE_DIR "
-                    "to a writable, persistent folder", directory)
-        return None
-    return Path(directory)
 
 
 class LivePortraitSession(AvatarSession):
@@ -87,7 +67,7 @@ class LivePortraitBackend(AvatarBackend):
             raise BackendUnavailable("torch is not installed (install the 'engines' extra)")
         try:
             from ..engines.liveportrait.checkpoints import CheckpointError
-            from ..engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, compile_problems, warm_up
+            from ..engines.liveportrait.engine import CompileUnavailable, load_for_serving
             from ..engines.liveportrait.files import missing_files
             from ..media.landmarks import FaceLocator
         except ImportError as error:
@@ -99,41 +79,15 @@ class LivePortraitBackend(AvatarBackend):
                 "missing LivePortrait checkpoint(s): " + ", ".join(str(path) for path in absent)
                 + " (run scripts/setup_liveportrait.sh)"
             )
-        requested = settings.liveportrait_compile
-        if requested and device.name != "cuda":
-            log.warning("LIVEPORTRAIT_COMPILE is for CUDA; rendering eagerly on %s", device.name)
-        compile_ = device.name == "cuda" and (CUDA_DEFAULTS["compile"] if requested is None else bool(requested))
-        if compile_ and (problems := compile_problems()):
-            if requested:
-                raise BackendUnavailable("LIVEPORTRAIT_COMPILE=true but compiling cannot work here: "
-                                         + "; ".join(problems) + " (install them, or set LIVEPORTRAIT_COMPILE=false)")
-            log.warning("LivePortrait renders eagerly (about half the speed): %s", "; ".join(problems))
-            compile_ = False
-
-        def load_engine(compile_: bool) -> LivePortraitEngine:
-            try:
-                engine = LivePortraitEngine.load(weights, device.name, compile=compile_,
-                                                 compile_cache_dir=_compile_cache_dir(settings) if compile_ else None)
-            except CheckpointError as error:
-                raise BackendUnavailable(str(error)) from error
-            if device.name == "cuda":
-                warm_seconds = warm_up(engine)  # compiles here (compile=True), never in a request
-                log.info("LivePortrait warm-up (%s) took %.1f s", "compile" if engine.compiled else "eager",
-                         warm_seconds)
-            return engine
-
+        cache = settings.liveportrait_compile_cache_dir or settings.models_dir / ".cache" / "inductor"
         try:
-            engine = load_engine(compile_)
-        except BackendUnavailable:
-            raise
-        except Exception as error:
-            if not compile_:
-                raise
-            if requested:
-                raise BackendUnavailable(f"LivePortrait torch.compile failed at start-up: {error!r} "
-                                         "(set LIVEPORTRAIT_COMPILE=false to render eagerly)") from error
-            log.error("LivePortrait torch.compile failed at start-up (%r); rendering eagerly", error)
-            engine = load_engine(False)
+            engine = load_for_serving(weights, device.name, settings.liveportrait_compile, cache)
+        except CheckpointError as error:
+            raise BackendUnavailable(str(error)) from error
+        except CompileUnavailable as error:
+            raise BackendUnavailable(f"LIVEPORTRAIT_COMPILE=true but {error} (install what is missing, or set "
+                                     "LIVEPORTRAIT_COMPILE=false; LIVEPORTRAIT_COMPILE_CACHE_DIR names a writable "
+                                     "cache folder)") from error
         locator = FaceLocator(min_face_side=settings.min_face_side)
         seconds = time.perf_counter() - started
         log.debug("LivePortrait ready on %s (%s, batch %d) in %.1f s", device.name, engine.precision,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConvNormAct, PreActResBlock3d
+from ..face_vid2vid import ConvNormAct, PreActResBlock3d
 from .config import AppearanceConfig
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..face_vid2vid import DenseMotionConfig
+
 NUM_KEYPOINTS = 21  # implicit 3-D keypoints per face
 NUM_POSE_BINS = 66  # head-pose classifier bins, 3 degrees each, centred on -97.5 + 3 * i
 FEATURE_VOLUME = (16, 64, 64)  # (D, H, W) of F's appearance volume for its 256x256 input: W works at this size
@@ -32,15 +34,6 @@ class MotionConfig:
     num_bins: int = NUM_POSE_BINS
     depths: tuple[int, ...] = (3, 3, 9, 3)
     dims: tuple[int, ...] = (96, 192, 384, 768)
-
-
-@dataclass(frozen=True)
-class DenseMotionConfig:
-    block_expansion: int = 32
-    max_features: int = 1024
-    num_blocks: int = 5
-    reshape_depth: int = 16
-    compress: int = 4
 
 
 @dataclass(frozen=True)

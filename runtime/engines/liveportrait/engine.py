@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ..batched_render import CapturedBatch, FaceBox, HostFrames, capture_if_cuda, padded_batches
 from . import crop as crop_ops
-from .checkpoints import LivePortraitNetworks, load_networks
+from .checkpoints import CheckpointError, LivePortraitNetworks, load_networks
 from .driving import DrivingTargets, driving_keypoints
 from .keypoints import SourceMotion
 
@@ -73,19 +73,8 @@ SPEED_OPTIONS = {
                   "encoder thread beside the renderer held it often enough to starve the GPU (/generate "
                   "animated 4x slower than the bare engine).",
 }
-# Measured on one H200 (scripts/bench_liveportrait.py, fp16, batch 32, 2026-11-30), frames/s:
-# eager 165; + stacked mask conv and aligned channels 185; + occlusion taps 191; compiled 338;
-# + low-res upsample convs and taps 390; + aligned GEMM widths 401; with the CUDA graph 397 (same
-# render; the graph matters in the service, where an encoder thread competes for the GIL);
-# spectral instead of stacked mask conv 467-475 (mask conv 14.8 -> ~4 ms a batch of 32).
-# Later the same day (old and new code timed in one GPU session; the old defaults ran 480-487):
-# the portrait's volume sampled in place for the whole batch (warp_volume) and G's up blocks
-# normalized before upsampling, +4%; the split decoder conv, the occlusion conv read from the
-# volume and one GEMM for up_1's narrow SPADE, 499-504 in the benchmark (render alone 516).
-# inductor's coordinate-descent tuning renders no faster (505.0 vs 504.3) and compiles 4x longer.
-# stacked_3d_convs stays off: cuDNN's 3-D kernels beat the sliced form on the 3x3x3 convs
-# (decoder conv 0.18 vs 0.40 ms/frame); only the 7x7x7 mask conv gained (1.11 -> 0.56).
-# Batch 64 renders no faster (476.5 vs 475.1 frames/s) and needs twice the memory (41 GiB).
+# On CUDA the spectral mask conv beats the stacked one, and cuDNN's 3-D kernels beat the sliced
+# 3x3x3 convs, so those two stay off; batch 64 renders no faster than 32 and needs twice the memory.
 CUDA_DEFAULTS = {"stacked_mask_conv": False, "spectral_mask_conv": True, "align_channels": True,
                  "stacked_3d_convs": False, "split_decoder_conv": True, "low_res_upsample_convs": True,
                  "occlusion_taps": True, "compile": True, "cuda_graph": True}
@@ -280,6 +269,63 @@ class LivePortraitEngine:
         batches = ((self._compose_box(source, self.render_crops(source, chunk)), count)
                    for chunk, count in padded_batches(kp_driving, self.batch_size, pad=True))
         return self.host_frames.frames(batches, FaceBox(source.portrait, source.paste.box))
+
+
+class CompileUnavailable(RuntimeError):
+    """Compiling was asked for by name and cannot work here (message: why)."""
+
+
+def load_for_serving(liveportrait_dir: Path, device: str, compile_requested: bool | None,
+                     compile_cache_dir: Path | None) -> LivePortraitEngine:
+    """The engine as the service runs it. The compile policy: on CUDA compile unless
+    compile_requested is False; where Triton cannot build (compile_problems) render eagerly with
+    a warning, or raise CompileUnavailable when compiling was requested by name; elsewhere eager.
+    The CUDA engine is warmed up here (compiled and captured), never in a request; a compile that
+    fails at warm-up falls back to eager, unless requested by name (CompileUnavailable).
+    compile_cache_dir: where inductor keeps its caches across restarts (used when writable).
+    Raises CheckpointError for missing or mismatched weights."""
+    if compile_requested and device != "cuda":
+        log.warning("compiling LivePortrait is for CUDA; rendering eagerly on %s", device)
+    compile_ = device == "cuda" and (CUDA_DEFAULTS["compile"] if compile_requested is None else bool(compile_requested))
+    if compile_ and (problems := compile_problems()):
+        if compile_requested:
+            raise CompileUnavailable("compiling cannot work here: " + "; ".join(problems))
+        log.warning("LivePortrait renders eagerly (about half the speed): %s", "; ".join(problems))
+        compile_ = False
+
+    def load(compile_: bool) -> LivePortraitEngine:
+        cache = writable_cache_dir(compile_cache_dir) if compile_ and compile_cache_dir is not None else None
+        engine = LivePortraitEngine.load(liveportrait_dir, device, compile=compile_, compile_cache_dir=cache)
+        if device == "cuda":
+            seconds = warm_up(engine)
+            log.info("LivePortrait warm-up (%s) took %.1f s", "compile" if engine.compiled else "eager", seconds)
+        return engine
+
+    try:
+        return load(compile_)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        if not compile_:
+            raise
+        if compile_requested:
+            raise CompileUnavailable(f"torch.compile failed at start-up: {error!r}") from error
+        log.error("LivePortrait torch.compile failed at start-up (%r); rendering eagerly", error)
+        return load(False)
+
+
+def writable_cache_dir(directory: Path) -> Path | None:
+    """`directory` for inductor's caches if it can be created and written, else None (inductor's
+    default under /tmp: every restart compiles again), with a warning naming the folder."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.warning("cannot write the compile cache %s (%s): each start compiles again", directory, error)
+        return None
+    if not os.access(directory, os.W_OK):
+        log.warning("compile cache %s is read-only: each start compiles again", directory)
+        return None
+    return Path(directory)
 
 
 def compile_problems() -> list[str]:

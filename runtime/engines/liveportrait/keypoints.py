@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..head_pose import axis_rotations, rotate_keypoints
 from .config import NUM_POSE_BINS
 from .motion_extractor import MotionOutput
 from .stitching_retargeting import StitchingRetargetingModule
@@ -24,23 +25,18 @@ def pose_degrees(bin_logits: torch.Tensor) -> torch.Tensor:
 
 
 def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
-    """Degrees (B,) each -> (B, 3, 3) matrix R^T with R = Rz(roll) Ry(yaw) Rx(pitch).
-
-    Transposed so that row-vector keypoints rotate as `x @ rotation_matrix(...)`."""
-    x, y, z = (angle.reshape(-1) * (math.pi / 180) for angle in (pitch, yaw, roll))
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    rot_x = torch.stack([one, zero, zero, zero, x.cos(), -x.sin(), zero, x.sin(), x.cos()], dim=1).view(-1, 3, 3)
-    rot_y = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()], dim=1).view(-1, 3, 3)
-    rot_z = torch.stack([z.cos(), -z.sin(), zero, z.sin(), z.cos(), zero, zero, zero, one], dim=1).view(-1, 3, 3)
-    return (rot_z @ rot_y @ rot_x).transpose(1, 2)
+    """Degrees (B,) each -> R = Rz(roll) Ry(yaw) Rx(pitch), (B, 3, 3), acting on column vectors
+    (runtime.engines.head_pose's convention)."""
+    about_x, about_y, about_z = axis_rotations(*(angle.reshape(-1) * (math.pi / 180) for angle in (pitch, yaw, roll)))
+    return about_z @ about_y @ about_x
 
 
 def transform_keypoints(canonical: torch.Tensor, rotation: torch.Tensor, expression: torch.Tensor,
                         scale: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
-    """Eqn. 2 of the paper: x = s (x_c R + delta) + t, with t applied to x and y only.
+    """Eqn. 2 of the paper: x = s (R x_c + delta) + t, with t applied to x and y only.
 
-    canonical, expression (B, K, 3); rotation (B, 3, 3); scale (B, 1); translation (B, 3)."""
-    moved = (canonical @ rotation + expression) * scale[..., None]
+    canonical, expression (B, K, 3); rotation (B, 3, 3) from rotation_matrix; scale (B, 1); translation (B, 3)."""
+    moved = (rotate_keypoints(canonical, rotation) + expression) * scale[..., None]
     shift = torch.zeros_like(translation)
     shift[:, :2] = translation[:, :2]
     return moved + shift[:, None, :]

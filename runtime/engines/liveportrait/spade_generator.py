@@ -12,7 +12,7 @@ from torch import nn
 
 from ..fusion import concat_convs
 from .config import SpadeConfig
-from .conv_rewrites import RewrittenConv
+from ..conv_rewrites import RewrittenConv
 
 SPADE_HIDDEN = 128
 LEAKY_SLOPE = 0.2

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..motion_field import identity_grid_3d, keypoint_heatmaps, keypoint_motions, warp_volume
-from .blocks import ConvNormAct, Hourglass, fold_batchnorm_into_conv
-from .config import FEATURE_VOLUME, DenseMotionConfig, WarpingConfig
-from .conv_rewrites import RewrittenConv
+from ..face_vid2vid import ConvNormAct, DenseMotionConfig, Hourglass, fold_batchnorm_into_conv
+from .config import FEATURE_VOLUME, WarpingConfig
+from ..conv_rewrites import RewrittenConv
 from .spectral_conv import SpectralConv3d
 
 class DenseMotionNetwork(nn.Module):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..face_vid2vid import DenseMotionConfig
+
 
 @dataclass(frozen=True)
 class KeypointDetectorConfig:
@@ -25,17 +27,6 @@ class KeypointDetectorConfig:
     reshape_depth: int = 16
     temperature: float = 0.1
     scale_factor: float = 0.25
-
-
-@dataclass(frozen=True)
-class DenseMotionConfig:
-    """3D hourglass that turns sparse keypoint motion into a dense flow + occlusion map."""
-
-    block_expansion: int = 32
-    max_features: int = 1024
-    num_blocks: int = 5
-    reshape_depth: int = 16
-    compress: int = 4
 
 
 @dataclass(frozen=True)

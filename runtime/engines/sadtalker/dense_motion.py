@@ -11,47 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DenseMotionConfig
+from ..face_vid2vid import DenseMotionConfig, Hourglass
 from ..motion_field import identity_grid_3d, keypoint_heatmaps, keypoint_motions, warp_volume
-from .layers import DownBlock3d, UpBlock3d
 
 MASK_FLOOR = 1e-3  # mask weights below this are zeroed (upstream does the same)
-
-
-class Hourglass3d(nn.Module):
-    """U-Net over (B, C, D, H, W) that halves H and W at each level and keeps D."""
-
-    def __init__(self, block_expansion: int, in_channels: int, num_blocks: int, max_features: int):
-        super().__init__()
-        width = lambda i: min(max_features, block_expansion * 2**i)  # noqa: E731
-        self.encoder = nn.Module()
-        self.encoder.down_blocks = nn.ModuleList(
-            DownBlock3d(in_channels if i == 0 else width(i), width(i + 1)) for i in range(num_blocks))
-        self.decoder = nn.Module()
-        self.decoder.up_blocks = nn.ModuleList(
-            UpBlock3d((1 if i == num_blocks - 1 else 2) * width(i + 1), width(i))
-            for i in reversed(range(num_blocks)))
-        self.out_channels = block_expansion + in_channels
-        self.decoder.conv = nn.Conv3d(self.out_channels, self.out_channels, 3, padding=1)
-        self.decoder.norm = nn.BatchNorm3d(self.out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [x]
-        for block in self.encoder.down_blocks:
-            skips.append(block(skips[-1]))
-        out = skips.pop()
-        for block in self.decoder.up_blocks:
-            out = torch.cat([block(out), skips.pop()], dim=1)
-        return F.relu(self.decoder.norm(self.decoder.conv(out)))
 
 
 class DenseMotionNetwork(nn.Module):
     def __init__(self, cfg: DenseMotionConfig, num_keypoints: int, feature_channels: int):
         super().__init__()
         self.num_keypoints = num_keypoints
-        self.hourglass = Hourglass3d(cfg.block_expansion, (num_keypoints + 1) * (cfg.compress + 1),
-                                     cfg.num_blocks, cfg.max_features)
-        hourglass_out = self.hourglass.out_channels
+        self.hourglass = Hourglass(cfg.block_expansion, (num_keypoints + 1) * (cfg.compress + 1),
+                                   cfg.num_blocks, cfg.max_features)
+        hourglass_out = self.hourglass.out_filters
         self.mask = nn.Conv3d(hourglass_out, num_keypoints + 1, 7, padding=3)
         self.compress = nn.Conv3d(feature_channels, cfg.compress, 1)
         self.norm = nn.BatchNorm3d(cfg.compress)

@@ -16,7 +16,8 @@ from torch import nn
 from ..motion_field import warp_volume
 from .config import GeneratorConfig
 from .dense_motion import DenseMotionNetwork
-from .layers import ConvNormReLU2d, PreActResBlock3d, SPADEResBlock
+from ..face_vid2vid import ConvNormAct, PreActResBlock3d
+from .layers import SPADEResBlock
 
 
 class SPADEDecoder(nn.Module):
@@ -62,16 +63,16 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         super().__init__()
         self.dense_motion_network = DenseMotionNetwork(cfg.dense_motion, cfg.num_keypoints,
                                                        cfg.feature_channels)
-        self.first = ConvNormReLU2d(cfg.image_channels, cfg.block_expansion)
+        self.first = ConvNormAct(cfg.image_channels, cfg.block_expansion, dims=2)
         self.down_blocks = nn.ModuleList(
-            ConvNormReLU2d(cfg.block_expansion * 2**i, cfg.block_expansion * 2 ** (i + 1), pool=True)
+            ConvNormAct(cfg.block_expansion * 2**i, cfg.block_expansion * 2 ** (i + 1), dims=2, pool=True)
             for i in range(cfg.num_down_blocks))
         encoded = cfg.block_expansion * 2**cfg.num_down_blocks
         self.second = nn.Conv2d(encoded, cfg.max_features, 1)
         self.resblocks_3d = nn.Sequential()
         for i in range(cfg.num_resblocks):
             self.resblocks_3d.add_module(f"3dr{i}", PreActResBlock3d(cfg.reshape_channels))
-        self.third = ConvNormReLU2d(cfg.max_features, encoded, leaky=True)
+        self.third = ConvNormAct(cfg.max_features, encoded, dims=2, leaky=True)
         self.fourth = nn.Conv2d(encoded, encoded, 1)
         self.decoder = SPADEDecoder(cfg)
         self.reshape_channels = cfg.reshape_channels

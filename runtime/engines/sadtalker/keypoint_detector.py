@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import KeypointDetectorConfig
 from ..motion_field import identity_grid_3d
-from .layers import ConvNormReLU2d, UpBlock3d
+from ..face_vid2vid import ConvNormAct, UpBlock3d
 
 
 class AntiAliasDownsample(nn.Module):
@@ -48,7 +48,7 @@ class KeypointHourglass(nn.Module):
         self.down_blocks = nn.Sequential()
         for i in range(cfg.num_blocks):
             in_ch = cfg.image_channels if i == 0 else width(i)
-            self.down_blocks.add_module(f"down{i}", ConvNormReLU2d(in_ch, width(i + 1), pool=True))
+            self.down_blocks.add_module(f"down{i}", ConvNormAct(in_ch, width(i + 1), dims=2, pool=True))
         self.conv = nn.Conv2d(width(cfg.num_blocks), cfg.reshape_channels, 1)
         self.up_blocks = nn.Sequential()
         for i in range(cfg.num_blocks):

@@ -1,4 +1,5 @@
-"""Building blocks shared by the face-renderer networks.
+"""SadTalker's own building blocks: its SPADE residual block and Wav2Lip's audio encoder (the
+face-vid2vid blocks it shares with LivePortrait are in runtime.engines.face_vid2vid).
 
 Attribute names follow the official checkpoint keys (`conv`, `norm`, `conv1`, ...), so a
 network's `state_dict()` lines up with its slice of the official file without renaming.
@@ -11,79 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fusion import concat_convs
-
-
-def pool_hw(volume: torch.Tensor) -> torch.Tensor:
-    """2x2 average pool of H and W of (B, C, D, H, W), depth kept.
-
-    Done as a 2D pool over (B, C*D, H, W): identical result, and available on every backend
-    (MPS lacks some 3D pooling kernels)."""
-    b, c, d, h, w = volume.shape
-    return F.avg_pool2d(volume.reshape(b, c * d, h, w), 2).view(b, c, d, h // 2, w // 2)
-
-
-def upsample_hw(volume: torch.Tensor) -> torch.Tensor:
-    """Nearest 2x upsample of H and W of (B, C, D, H, W) through the 2D kernel (see pool_hw)."""
-    b, c, d, h, w = volume.shape
-    up = F.interpolate(volume.reshape(b, c * d, h, w), scale_factor=2.0, mode="nearest")
-    return up.view(b, c, d, 2 * h, 2 * w)
-
-
-class ConvNormReLU2d(nn.Module):
-    """conv -> batch norm -> ReLU (LeakyReLU(0.01) when `leaky`), optional 2x2 average pool."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, padding=1,
-                 leaky: bool = False, pool: bool = False):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
-        self.norm = nn.BatchNorm2d(out_channels)
-        self.leaky = leaky
-        self.pool = pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.conv(x))
-        x = F.leaky_relu(x, 0.01) if self.leaky else F.relu(x)
-        return F.avg_pool2d(x, 2) if self.pool else x
-
-
-class DownBlock3d(nn.Module):
-    """conv3d -> BN -> ReLU -> halve H and W (depth kept)."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, 3, padding=1)
-        self.norm = nn.BatchNorm3d(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pool_hw(F.relu(self.norm(self.conv(x))))
-
-
-class UpBlock3d(nn.Module):
-    """Nearest 2x upsample of H and W -> conv3d -> BN -> ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, 3, padding=1)
-        self.norm = nn.BatchNorm3d(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(upsample_hw(x))))
-
-
-class PreActResBlock3d(nn.Module):
-    """x + conv(relu(bn(conv(relu(bn(x)))))) in 3D, resolution kept."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
-        self.norm1 = nn.BatchNorm3d(channels)
-        self.norm2 = nn.BatchNorm3d(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(self.norm1(x)))
-        out = self.conv2(F.relu(self.norm2(out)))
-        return x + out
 
 
 class SPADE(nn.Module):

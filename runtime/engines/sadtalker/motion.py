@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..head_pose import axis_rotations, rotate_keypoints
+
 NUM_BINS = 66
 # Upstream converts degrees with 3.14, not pi; kept so poses match the trained behaviour.
 DEGREES_TO_RADIANS = 3.14 / 180
@@ -21,18 +23,11 @@ def bins_to_degrees(logits: torch.Tensor) -> torch.Tensor:
     return (F.softmax(logits, dim=1) * bins).sum(dim=1) * 3 - 99
 
 
-def rotation_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
-    """Angles (B,) in degrees -> R = R_x(pitch) @ R_y(yaw) @ R_z(roll), (B, 3, 3)."""
-    p, y, r = (a * DEGREES_TO_RADIANS for a in (pitch, yaw, roll))
-    one, zero = torch.ones_like(p), torch.zeros_like(p)
-
-    def matrix(*rows):
-        return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
-
-    r_x = matrix((one, zero, zero), (zero, p.cos(), -p.sin()), (zero, p.sin(), p.cos()))
-    r_y = matrix((y.cos(), zero, y.sin()), (zero, one, zero), (-y.sin(), zero, y.cos()))
-    r_z = matrix((r.cos(), -r.sin(), zero), (r.sin(), r.cos(), zero), (zero, zero, one))
-    return r_x @ r_y @ r_z
+def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """Degrees (B,) each -> R = Rx(pitch) Ry(yaw) Rz(roll), (B, 3, 3), acting on column vectors
+    (runtime.engines.head_pose's convention)."""
+    about_x, about_y, about_z = axis_rotations(*(angle * DEGREES_TO_RADIANS for angle in (pitch, yaw, roll)))
+    return about_x @ about_y @ about_z
 
 
 def transform_keypoints(canonical: torch.Tensor, head: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -40,8 +35,8 @@ def transform_keypoints(canonical: torch.Tensor, head: dict[str, torch.Tensor]) 
 
     Only the vertical component of the predicted translation is used (upstream zeroes x and z).
     """
-    rotation = rotation_matrix(bins_to_degrees(head["yaw"]), bins_to_degrees(head["pitch"]),
+    rotation = rotation_matrix(bins_to_degrees(head["pitch"]), bins_to_degrees(head["yaw"]),
                                bins_to_degrees(head["roll"]))
-    rotated = torch.einsum("bij,bkj->bki", rotation, canonical.expand(rotation.shape[0], -1, -1))
+    rotated = rotate_keypoints(canonical, rotation)
     shift = head["t"] * head["t"].new_tensor([0.0, 1.0, 0.0])
     return rotated + shift.unsqueeze(1) + head["exp"].view(rotation.shape[0], -1, 3)

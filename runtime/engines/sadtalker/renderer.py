@@ -116,7 +116,10 @@ class FaceRenderer:
     def render_batch(self, prepared: PreparedSource, target_windows: torch.Tensor) -> torch.Tensor:
         """target_windows (B, C, 27) -> frames (B, 3, S, S) in [0, 1], renderer dtype, on device.
         Compiled or captured: B must be the batch size it was made for, or it compiles again."""
-        return self._batch(target_windows.to(self.device, torch.float32).contiguous(), *prepared.tensors())
+        # A fresh inference-mode tensor, whatever came in: a compiled batch is guarded on the
+        # input's dispatch keys, and a request's windows are made outside inference mode.
+        windows = target_windows.to(self.device, torch.float32, memory_format=torch.contiguous_format, copy=True)
+        return self._batch(windows, *prepared.tensors())
 
     @torch.inference_mode()
     def driving_keypoints(self, prepared: PreparedSource, target_windows: torch.Tensor) -> torch.Tensor:

@@ -139,9 +139,11 @@ class RewrittenConv(nn.Module):
         n_out = self.gemm_outputs // kd
         slices = x.transpose(1, 2).reshape(batch * depth, channels, height, width)
         per_tap = F.conv2d(slices, weight, padding=padding)[:, :self.gemm_outputs]
-        per_tap = per_tap.reshape(batch, depth, kd, n_out, *per_tap.shape[-2:])
-        # out[z] = sum_t tap_t(slice z + t - pd): pad depth with zeros, sum the shifted taps.
-        per_tap = F.pad(per_tap, (0, 0, 0, 0, 0, 0, 0, 0, pd, kd - 1 - pd))
+        height, width = per_tap.shape[-2:]
+        # out[z] = sum_t tap_t(slice z + t - pd): pad depth with zeros, sum the shifted taps
+        # (padded as a 3-D tensor: every backend, MPS included, pads those).
+        per_tap = F.pad(per_tap.reshape(batch, depth, -1), (0, 0, pd, kd - 1 - pd))
+        per_tap = per_tap.view(batch, depth + kd - 1, kd, n_out, height, width)
         out = per_tap[:, 0:depth, 0]
         for tap in range(1, kd):
             out = out + per_tap[:, tap:tap + depth, tap]

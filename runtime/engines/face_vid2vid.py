@@ -1,9 +1,13 @@
-"""Building blocks shared by the LivePortrait networks.
+"""The face-vid2vid building blocks both engines' networks are made of (LivePortrait's W, F and
+SadTalker's face renderer descend from the same design): conv-norm-activation units in 2-D and 3-D,
+pre-activation 3-D residual blocks, the 3-D hourglass of the dense-motion networks and its config.
 
-Attribute names follow the official checkpoints' keys (`conv`, `norm`, ...), so the
-state dicts load strictly without renaming.
+Attribute names follow the official checkpoints' keys (`conv`, `norm`, `encoder.down_blocks`...),
+which the two upstreams share, so the state dicts load strictly without renaming.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +16,34 @@ from torch import nn
 from .conv_rewrites import RewrittenConv, SplitOutputsConv
 
 DECODER_SPLIT = 128  # see Hourglass.rewrite_3d_convs(split_decoder_conv=True)
+
+
+@dataclass(frozen=True)
+class DenseMotionConfig:
+    """The dense-motion network's 3-D hourglass (both engines' checkpoints use these values)."""
+
+    block_expansion: int = 32
+    max_features: int = 1024
+    num_blocks: int = 5
+    reshape_depth: int = 16
+    compress: int = 4
+
+
+def pool_hw(volume: torch.Tensor) -> torch.Tensor:
+    """2x2 average pool of H and W of (B, C, D, H, W), depth kept. On MPS, which lacks 3-D
+    pooling, through the 2-D kernel over (B, C * D, H, W): the same numbers."""
+    if volume.device.type != "mps":
+        return F.avg_pool3d(volume, (1, 2, 2))
+    b, c, d, h, w = volume.shape
+    return F.avg_pool2d(volume.reshape(b, c * d, h, w), 2).view(b, c, d, h // 2, w // 2)
+
+
+def upsample_hw(volume: torch.Tensor) -> torch.Tensor:
+    """Nearest 2x upsample of H and W of (B, C, D, H, W), depth kept (2-D kernel on MPS, as pool_hw)."""
+    if volume.device.type != "mps":
+        return F.interpolate(volume, scale_factor=(1, 2, 2))
+    b, c, d, h, w = volume.shape
+    return F.interpolate(volume.reshape(b, c * d, h, w), scale_factor=2.0, mode="nearest").view(b, c, d, 2 * h, 2 * w)
 
 
 def fold_batchnorm_into_conv(conv: nn.Module, norm: nn.Module) -> None:
@@ -60,8 +92,7 @@ class ConvNormAct(nn.Module):
             x = self.norm(x)
         x = F.leaky_relu(x) if self.leaky else F.relu(x)
         if self.pool_kernel is not None:
-            pool = F.avg_pool2d if len(self.pool_kernel) == 2 else F.avg_pool3d
-            x = pool(x, self.pool_kernel)
+            x = F.avg_pool2d(x, self.pool_kernel) if len(self.pool_kernel) == 2 else pool_hw(x)
         return x
 
 
@@ -100,7 +131,7 @@ class UpBlock3d(nn.Module):
         if self.rewritten is not None and self.rewritten.upsample > 1:
             x = self.rewritten(x)  # upsample + conv computed at the input's resolution
         else:
-            x = (self.rewritten or self.conv)(F.interpolate(x, scale_factor=(1, 2, 2)))
+            x = (self.rewritten or self.conv)(upsample_hw(x))
         if not self.norm_folded:
             x = self.norm(x)
         return F.relu(x)
