@@ -30,17 +30,18 @@ class DenseMotionConfig:
 
 
 def pool_hw(volume: torch.Tensor) -> torch.Tensor:
-    """2x2 average pool of H and W of (B, C, D, H, W), depth kept. On MPS, which lacks 3-D
-    pooling, through the 2-D kernel over (B, C * D, H, W): the same numbers."""
-    if volume.device.type != "mps":
+    """2x2 average pool of H and W of (B, C, D, H, W), depth kept. Off CUDA through the 2-D kernel
+    over (B, C * D, H, W), the same numbers: MPS lacks 3-D pooling, and the CPU's has no bf16.
+    On CUDA the 3-D kernel, which reads channels-last-3d volumes without a copy."""
+    if volume.device.type == "cuda":
         return F.avg_pool3d(volume, (1, 2, 2))
     b, c, d, h, w = volume.shape
     return F.avg_pool2d(volume.reshape(b, c * d, h, w), 2).view(b, c, d, h // 2, w // 2)
 
 
 def upsample_hw(volume: torch.Tensor) -> torch.Tensor:
-    """Nearest 2x upsample of H and W of (B, C, D, H, W), depth kept (2-D kernel on MPS, as pool_hw)."""
-    if volume.device.type != "mps":
+    """Nearest 2x upsample of H and W of (B, C, D, H, W), depth kept (2-D kernel off CUDA, as pool_hw)."""
+    if volume.device.type == "cuda":
         return F.interpolate(volume, scale_factor=(1, 2, 2))
     b, c, d, h, w = volume.shape
     return F.interpolate(volume.reshape(b, c * d, h, w), scale_factor=2.0, mode="nearest").view(b, c, d, 2 * h, 2 * w)

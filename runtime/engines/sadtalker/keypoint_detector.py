@@ -76,6 +76,6 @@ class KeypointDetector(nn.Module):
         """image (B, 3, S, S) in [0, 1] -> canonical keypoints (B, 15, 3) in [-1, 1] (x, y, z)."""
         logits = self.kp(self.predictor(self.down(image)))
         b, k, d, h, w = logits.shape
-        heatmap = F.softmax(logits.view(b, k, -1).float() / self.temperature, dim=2)
+        heatmap = F.softmax(logits.reshape(b, k, -1).float() / self.temperature, dim=2)
         grid = identity_grid_3d(d, h, w, image.device, torch.float32).view(1, 1, -1, 3)
         return (heatmap.unsqueeze(-1) * grid).sum(dim=2)
