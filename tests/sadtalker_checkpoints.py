@@ -170,6 +170,19 @@ def random_models_dir() -> Path:
 _UPSTREAM = None
 
 
+def missing_reference(what: str) -> None:
+    """A test-only reference is not installed: skip on a developer's machine, fail in CI (env CI
+    set), where a skipped equivalence test would prove nothing."""
+    import os
+
+    import pytest
+
+    message = f"test-only reference missing: {what} (scripts/install.sh --dev installs scripts/test-references.txt)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def import_upstream():
     """Upstream's networks from sadtalker-z (test-only reference: `pip install --no-deps
     sadtalker-z`), or None when it is not installed.

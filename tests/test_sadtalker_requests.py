@@ -13,10 +13,13 @@ from runtime.config import load_settings  # noqa: E402
 from runtime.device import DeviceChoice  # noqa: E402
 from runtime.engines.sadtalker.coefficients import MotionRequest  # noqa: E402
 from runtime.engines.sadtalker.engine import SadTalkerEngine, warm_up  # noqa: E402
-from runtime.media.audio import Speech  # noqa: E402
+from runtime.media.audio import Speech, frame_count  # noqa: E402
 from runtime.media.portrait import load_portrait_file  # noqa: E402
 
 from .sadtalker_checkpoints import random_models_dir, synthetic_landmarks  # noqa: E402
+
+# The CPU renders seconds a frame: a handful of frames, but each test takes a minute or more.
+pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
 
 def _speech(seconds: float, seed: int) -> Speech:
@@ -32,23 +35,26 @@ def backend():
     return SadTalkerBackend.load(settings, DeviceChoice("cpu", "test", True))
 
 
+def _animate(backend, portrait: np.ndarray, speech: Speech, fps: int = 5):
+    return backend.animate(portrait, speech, fps, frame_count(speech.duration, fps))
+
+
 def test_a_second_request_with_the_same_portrait_does_not_prepare_it_again(backend):
     portrait = load_portrait_file(load_settings().default_avatar)
-    first = list(backend.animate(portrait, _speech(0.4, seed=1), fps=5))
+    first = list(_animate(backend, portrait, _speech(0.4, seed=1)))
     assert len(first) == 2
     assert backend.describe()["portraits_prepared"] == 1
 
-    second = backend.animate(portrait.copy(), _speech(0.6, seed=2), fps=5)  # same pixels, new array
+    second = _animate(backend, portrait.copy(), _speech(0.6, seed=2))  # same pixels, new array
     assert next(iter(second)).shape == portrait.shape
     assert backend.describe()["portraits_prepared"] == 1
     assert backend.describe()["cached_portraits"] == 1
 
     mirrored = np.ascontiguousarray(portrait[:, ::-1])
-    backend.animate(mirrored, _speech(0.4, seed=3), fps=5)
+    _animate(backend, mirrored, _speech(0.4, seed=3))
     assert backend.describe()["portraits_prepared"] == 2
 
 
-@pytest.mark.slow
 def test_clips_of_different_lengths_do_not_recompile_the_renderer():
     """torch.compile on the CPU (inductor's C++ backend): minutes on a 2-core machine."""
     from torch._dynamo.utils import counters

@@ -110,10 +110,10 @@ class LivePortraitBackend(AvatarBackend):
         portrait_done = time.perf_counter()
         targets = driving_targets(face_motion(speech, fps), source.eye_ratios,
                                   expression_scale=options.expression_scale, still=options.still)
-        frames = self.engine.render(source, self.engine.driving_keypoints(source, targets))
+        rendered = self.engine.render(source, self.engine.driving_keypoints(source, targets))
         self._last_request = {"portrait_seconds": round(portrait_done - started, 4),
                               "motion_seconds": round(time.perf_counter() - portrait_done, 4)}
-        return frames
+        return rendered
 
     def start_session(self, portrait: np.ndarray, fps: int,
                       options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
