@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from runtime.engines.liveportrait import checkpoints as ckpt
+from runtime.engines.liveportrait.config import FEATURE_VOLUME
 from runtime.engines.motion_field import grid_sample_3d_via_2d, warp_volume
 from runtime.engines.liveportrait.keypoints import transform_keypoints
 
@@ -120,11 +121,11 @@ def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
         motion.use_stacked_mask_conv()
     if variant == "spectral-mask-conv":
         motion.align_channels()
-        motion.use_spectral_mask_conv()
+        motion.use_spectral_mask_conv(FEATURE_VOLUME)
     if variant == "cuda-defaults":  # the rewrites the engine runs on CUDA, here in fp32
         motion.align_channels()
         motion.hourglass.rewrite_3d_convs(depth_slices=False, low_res_upsample=True, split_decoder_conv=True)
-        motion.use_spectral_mask_conv()
+        motion.use_spectral_mask_conv(FEATURE_VOLUME)
         motion.use_occlusion_taps()
     theirs = _upstream("warping_module", upstream_config, models_dir)
     feature = torch.randn(2, 32, 16, 64, 64, generator=torch.Generator().manual_seed(3))

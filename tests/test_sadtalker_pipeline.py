@@ -243,6 +243,30 @@ def test_mps_adapted_networks_equal_the_originals(nets):
 
 
 @pytest.mark.slow
+def test_cuda_rewrites_of_the_dense_motion_network_change_nothing_but_rounding(nets):
+    """What the renderer applies on CUDA (folded norms, low-resolution up-block convs, spectral
+    mask conv, occlusion taps: LivePortrait's rewrites of the same network), here in fp32 on the CPU."""
+    import copy
+
+    from runtime.engines.sadtalker.renderer import rewrite_dense_motion
+
+    g = torch.Generator().manual_seed(12)
+    plain = nets.generator.dense_motion_network
+    rewritten = copy.deepcopy(plain)
+    rewrite_dense_motion(rewritten, 256, spectral_dtype=torch.float32)
+    volume = torch.randn(1, 32, 16, 64, 64, generator=g)
+    kp_source = torch.rand(2, 15, 3, generator=g) * 1.6 - 0.8
+    kp_driving = kp_source + torch.randn(2, 15, 3, generator=g) * 0.05
+    with torch.inference_mode():
+        compressed = plain.compress_source(volume)
+        assert (rewritten.compress_source(volume) - compressed).abs().max() < 1e-5
+        expected = plain(compressed, kp_driving, kp_source)
+        got = rewritten(compressed, kp_driving, kp_source)
+    for ours, theirs in zip(got, expected):
+        assert theirs.std() > 1e-4
+        assert (ours - theirs).abs().max() < 1e-4
+
+
 def test_cpu_mixed_precision_stays_close_to_fp32(nets):
     """The CPU fast path (decoder and hourglass in bf16, sampling and keypoints in fp32) against
     fp32. Measured on these random weights: mean abs 4.3e-3 (about 1/255), max 3.3e-2."""

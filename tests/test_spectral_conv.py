@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.engines.liveportrait.spectral_conv import SpectralConv3d
+from runtime.engines.spectral_conv import SpectralConv3d
 
 pytestmark = pytest.mark.unit
 

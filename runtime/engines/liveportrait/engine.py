@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from ..batched_render import CapturedBatch, FaceBox, HostFrames, capture_if_cuda, padded_batches
 from . import crop as crop_ops
 from .checkpoints import CheckpointError, LivePortraitNetworks, load_networks
+from .config import FEATURE_VOLUME
 from .driving import DrivingTargets, driving_keypoints
 from .keypoints import SourceMotion
 
@@ -136,7 +137,7 @@ def _rewrite_for_inference(networks: LivePortraitNetworks, options: dict[str, bo
                                       low_res_upsample=options["low_res_upsample_convs"],
                                       split_decoder_conv=options["split_decoder_conv"])
     if options["spectral_mask_conv"]:
-        motion.use_spectral_mask_conv(spectral_dtype)
+        motion.use_spectral_mask_conv(FEATURE_VOLUME, spectral_dtype)
     elif options["stacked_mask_conv"]:
         motion.use_stacked_mask_conv()
     if options["occlusion_taps"]:

@@ -13,11 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..dense_motion import DenseMotionNetwork
 from ..motion_field import warp_volume
 from .config import GeneratorConfig
-from .dense_motion import DenseMotionNetwork
 from ..face_vid2vid import ConvNormAct, PreActResBlock3d
 from .layers import SPADEResBlock
+
+
+MASK_FLOOR = 1e-3  # dense-motion assignment weights below this are zeroed (upstream does the same)
 
 
 class SPADEDecoder(nn.Module):
@@ -55,14 +58,14 @@ class SourceEncoding:
     """Per-portrait tensors the renderer reuses for every frame."""
 
     feature_3d: torch.Tensor  # (1, 32, 16, S/4, S/4)
-    compressed: torch.Tensor  # (1, 4, 16, S/4, S/4) input of the dense motion warps
+    compressed: torch.Tensor  # (1, 4, 16, S/4, S/4) fp32, input of the dense motion warps
 
 
 class OcclusionAwareSPADEGenerator(nn.Module):
     def __init__(self, cfg: GeneratorConfig = GeneratorConfig()):
         super().__init__()
-        self.dense_motion_network = DenseMotionNetwork(cfg.dense_motion, cfg.num_keypoints,
-                                                       cfg.feature_channels)
+        self.dense_motion_network = DenseMotionNetwork(cfg.dense_motion, cfg.num_keypoints, cfg.feature_channels,
+                                                       mask_floor=MASK_FLOOR)
         self.first = ConvNormAct(cfg.image_channels, cfg.block_expansion, dims=2)
         self.down_blocks = nn.ModuleList(
             ConvNormAct(cfg.block_expansion * 2**i, cfg.block_expansion * 2 ** (i + 1), dims=2, pool=True)

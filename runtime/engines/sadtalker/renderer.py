@@ -17,10 +17,13 @@ from functools import lru_cache
 import torch
 
 from ..batched_render import CapturedBatch, capture_if_cuda
+from ..dense_motion import DenseMotionNetwork
 from .generator import SourceEncoding
 from .motion import transform_keypoints
 from .mps import adapt_for_mps
 from .networks import SadTalkerNetworks
+
+VOLUME_DEPTH = 16  # depth of the generator's feature volume (its H and W are the render size / 4)
 
 
 @dataclass
@@ -46,6 +49,8 @@ class FaceRenderer:
         The renderer takes ownership of `nets`' face-renderer networks: they are moved,
         converted and fused in place."""
         self.device, self.dtype = device, dtype
+        if device.type == "cuda":
+            rewrite_dense_motion(nets.generator.dense_motion_network, nets.size, spectral_dtype=torch.float16)
         self.keypoint_detector = nets.keypoint_detector.to(device=device, dtype=torch.float32)
         self.mapping = nets.mapping.to(device=device, dtype=torch.float32)
         self.generator = nets.generator.to(device=device, dtype=dtype)
@@ -53,8 +58,7 @@ class FaceRenderer:
         if self.conv_dtype != dtype:
             self.generator.decoder.to(dtype=self.conv_dtype)
             self.generator.conv_dtype = self.conv_dtype
-            self.generator.dense_motion_network.hourglass.to(dtype=self.conv_dtype)
-            self.generator.dense_motion_network.conv_dtype = self.conv_dtype
+            self.generator.dense_motion_network.hourglass.to(dtype=self.conv_dtype)  # its input follows its weights
         if self.generator.decoder.up_1.fused is None:
             self.generator.decoder.fuse()
         if device.type == "mps":
@@ -126,6 +130,18 @@ class FaceRenderer:
         """target_windows (B, C, 27) -> posed driving keypoints (B, 15, 3) fp32."""
         head = self.mapping(target_windows.to(self.device, torch.float32))
         return transform_keypoints(prepared.canonical_keypoints, head)
+
+
+def rewrite_dense_motion(motion: DenseMotionNetwork, size: int, spectral_dtype: torch.dtype) -> None:
+    """The exact inference rewrites LivePortrait's W runs on CUDA, for SadTalker's dense-motion
+    network (the same network): BatchNorms folded into the convs, the hourglass's up-block convs
+    computed at the low resolution, the 7x7x7 mask conv in the frequency domain (in
+    spectral_dtype), the one-output occlusion conv as taps. Equal up to rounding; call before the
+    network changes precision."""
+    motion.fold_norm()
+    motion.hourglass.rewrite_3d_convs(depth_slices=False, low_res_upsample=True)
+    motion.use_spectral_mask_conv((VOLUME_DEPTH, size // 4, size // 4), spectral_dtype)
+    motion.use_occlusion_taps()
 
 
 @lru_cache(maxsize=1)
