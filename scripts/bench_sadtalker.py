@@ -143,7 +143,7 @@ def bench_breakdown(nets, device: torch.device, dtype: torch.dtype, batch: int, 
     generator = renderer.generator
     parts = {"dense_motion": generator.dense_motion_network,
              "hourglass3d": generator.dense_motion_network.hourglass,
-             "mask_conv3d_7": generator.dense_motion_network.mask,
+             "mask_conv3d_7": generator.dense_motion_network.rewritten_mask or generator.dense_motion_network.mask,
              "third_fourth": generator.third, "decoder": generator.decoder,
              "decoder.G_middle": generator.decoder.G_middle_0, "decoder.up_0": generator.decoder.up_0,
              "decoder.up_1": generator.decoder.up_1}

@@ -50,7 +50,8 @@ class FaceRenderer:
         converted and fused in place."""
         self.device, self.dtype = device, dtype
         if device.type == "cuda":
-            rewrite_dense_motion(nets.generator.dense_motion_network, nets.size, spectral_dtype=torch.float16)
+            spectral_dtype = torch.float32 if dtype == torch.float32 else torch.float16  # it has no bf16
+            rewrite_dense_motion(nets.generator.dense_motion_network, nets.size, spectral_dtype)
         self.keypoint_detector = nets.keypoint_detector.to(device=device, dtype=torch.float32)
         self.mapping = nets.mapping.to(device=device, dtype=torch.float32)
         self.generator = nets.generator.to(device=device, dtype=dtype)
