@@ -120,6 +120,10 @@ class LivePortraitBackend(AvatarBackend):
                       backend_options: BackendOptions | None = None) -> LivePortraitSession:
         return LivePortraitSession(self.engine, self._sources.get_or_compute(portrait, self._prepare), options)
 
+    @property
+    def preparations(self) -> int:
+        return self._sources.computed
+
     def describe(self) -> dict:
         return {
             "device": str(self.engine.device),

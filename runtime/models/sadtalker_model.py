@@ -136,6 +136,10 @@ class SadTalkerBackend(AvatarBackend):
         prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
         return SadTalkerSession(self.engine, prepared, fps, options, backend_options)
 
+    @property
+    def preparations(self) -> int:
+        return self.engine.portraits_prepared
+
     def describe(self) -> dict:
         return {
             "device": str(self.engine.device),
