@@ -27,6 +27,7 @@ from .media.encode import EncodeResult, Mp4Encoder
 from .media.speech_motion import FaceMotion, SpeechMotion
 from .models.base import AvatarSession, RefinerSession
 from .tts.base import TTSEngine
+from .tts.chunking import ramped_chunks
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +124,23 @@ class Handoff:
 
 def synthesize_chunks(tts: TTSEngine, text: str, *, voice: Optional[str], speaker_wav: Optional[Speech],
                       max_seconds: float, token: CancelToken, max_chars: int) -> Iterator[Speech]:
-    """Speech for each bounded chunk of the text (TTSEngine.synthesize_chunks), in order, checking
+    """Speech for each bounded chunk of the text (tts.chunking.ramped_chunks: the first ones small, so
+    the stream starts soon and TTS stays ahead of playback; TTSEngine.synthesize_chunks), in order, checking
     the token between chunks. A text with nothing to speak raises InvalidTextError, and speech
     beyond max_seconds raises it as soon as it is reached."""
     total = 0.0
     spoken = False
     voice = voice or tts.voice_for(text)  # one voice for the whole text, whatever each chunk looks like
-    for speech in tts.synthesize_chunks(text, max_chars, voice=voice, speaker_wav=speaker_wav):
-        token.check()
-        if len(speech.samples) == 0:
-            continue
-        total += speech.duration
-        if total > max_seconds:
-            raise InvalidTextError(f"the text makes more than {max_seconds:g} s of speech (the limit)")
-        spoken = True
-        yield speech
+    for piece in ramped_chunks(text, max_chars):
+        for speech in tts.synthesize_chunks(piece, max_chars, voice=voice, speaker_wav=speaker_wav):
+            token.check()
+            if len(speech.samples) == 0:
+                continue
+            total += speech.duration
+            if total > max_seconds:
+                raise InvalidTextError(f"the text makes more than {max_seconds:g} s of speech (the limit)")
+            spoken = True
+            yield speech
     if not spoken:
         raise InvalidTextError("the text contains nothing that can be spoken")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.tts.chunking import split_text
+from runtime.tts.chunking import ramped_chunks, split_text
 
 pytestmark = pytest.mark.unit
 
@@ -33,3 +33,18 @@ def test_a_run_without_spaces_or_punctuation_is_still_bounded(text):
 def test_whitespace_and_empty_text():
     assert split_text("  \n\t ") == []
     assert split_text("One.\n\nTwo.") == ["One.", "Two."]
+
+
+def test_a_stream_starts_on_small_chunks_that_grow():
+    """The first chunks are cut small so that the first audio comes soon; the bound doubles after
+    each chunk, so synthesis keeps ahead of playback, and nothing is lost."""
+    text = ("Good morning, and welcome to the show. Today we are going to talk about the mountains of the "
+            "north, the rivers that run down from them, and the small towns along their banks, where people "
+            "still bake bread the way their grandparents did. ") * 3
+    chunks = ramped_chunks(text, max_chars=200, first_chars=60)
+    assert " ".join(chunks).split() == text.split()
+    bound = 60
+    for chunk in chunks:
+        assert len(chunk) <= bound
+        bound = min(200, bound * 2)
+    assert len(chunks[0]) <= 60 and max(map(len, chunks)) > 120

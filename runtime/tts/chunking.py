@@ -32,6 +32,20 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     return [chunk for chunk in chunks if chunk]
 
 
+def ramped_chunks(text: str, max_chars: int = DEFAULT_MAX_CHARS, first_chars: int = 60) -> list[str]:
+    """split_text's chunks, the first ones cut smaller: a stream can start on the first after a short
+    synthesis, and each chunk's synthesis then fits in the playing time of the ones before it. The
+    bound starts at first_chars and doubles with each chunk up to max_chars."""
+    bound = min(first_chars, max_chars)
+    chunks: list[str] = []
+    for chunk in split_text(text, max_chars):
+        pieces = split_text(chunk, bound) if len(chunk) > bound else [chunk]
+        for piece in pieces:
+            chunks.append(piece)
+            bound = min(max_chars, bound * 2)
+    return chunks
+
+
 def _bounded(sentence: str, max_chars: int) -> list[str]:
     if len(sentence) <= max_chars:
         return [sentence]
