@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 # Statuses any endpoint may answer, documented on every operation so a client (and Schemathesis)
 # knows them: refusals at the edge, limits, deadlines, and the server's own failures.
-COMMON_ERRORS = (400, 401, 404, 405, 408, 413, 415, 422, 429, 500, 503, 504, 507)
+COMMON_ERRORS = (400, 401, 404, 405, 408, 409, 413, 415, 422, 429, 500, 503, 504, 507)
 EXPOSED_HEADERS = ["X-Request-ID", "X-Avatar-Backend", "X-TTS-Engine", "X-Video-Frames", "X-Video-Duration",
                    "X-Tts-Seconds", "X-Animation-Seconds", "X-Encoding-Seconds", "X-Queue-Seconds",
                    "X-Total-Seconds", "Retry-After"]
