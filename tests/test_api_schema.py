@@ -29,7 +29,7 @@ def test_generated_requests_get_no_5xx_and_answers_match_the_schema(tmp_path):
             [_schemathesis(), "run", f"{server.url}/openapi.json", "--checks", CHECKS,
              "--phases", "coverage,fuzzing", "--max-examples", "5", "--max-time", "90", "--seed", "13",
              "--request-timeout", "60", "--workers", "1", "--suppress-health-check", "all", "--no-shrink"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its .schemathesis/ cache goes there
         )
         assert server.alive()
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
