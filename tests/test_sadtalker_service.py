@@ -53,9 +53,10 @@ def test_still_mode_renders_too(sadtalker_server, tmp_path):
 
 
 def test_a_size_that_is_not_installed_is_a_client_error(sadtalker_server):
-    """Sent as a form, as the seed's clients do: `size=512` arrives as text and still means 512."""
+    """Sent as a multipart form: `size=512` arrives as text and still means 512."""
+    form = {name: (None, value) for name, value in {"text": "Hi.", "fps": "2", "size": "512"}.items()}
     with sadtalker_server.client(timeout=120) as client:
-        response = client.post("/generate", data={"text": "Hi.", "fps": "2", "size": "512"})
+        response = client.post("/generate", files=form)
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["error"] == "invalid_request"
