@@ -1,6 +1,6 @@
 """Frames of many streams rendered in shared batches on one device (see scheduler.py)."""
 from .scheduler import (
-    BatchFunction,
+    RenderWorkItems,
     RenderFailed,
     RenderScheduler,
     SchedulerBusyError,
@@ -10,7 +10,7 @@ from .scheduler import (
 )
 
 __all__ = [
-    "BatchFunction",
+    "RenderWorkItems",
     "RenderFailed",
     "RenderScheduler",
     "SchedulerBusyError",

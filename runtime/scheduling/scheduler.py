@@ -41,7 +41,7 @@ class WorkItem:
 
 
 # items -> one result per item, in the same order. Padding to a compiled batch size is the engine's.
-BatchFunction = Callable[[Sequence[WorkItem]], Sequence[Any]]
+RenderWorkItems = Callable[[Sequence[WorkItem]], Sequence[Any]]
 
 
 class SchedulerBusyError(ServiceBusyError):
@@ -155,7 +155,7 @@ class RenderScheduler:
 
     def __init__(
         self,
-        render_batch: BatchFunction,
+        render_batch: RenderWorkItems,
         *,
         batch_size: int,
         initial_capacity_fps: float,
