@@ -328,7 +328,10 @@ class Clip:
 
     def _run(self, encoder: Mp4Encoder) -> Iterator[bytes]:
         stop = CancelToken()  # ends the render thread when this generator ends early, for any reason
-        out = Handoff(8, self.token, stop)
+        # Room for a whole render unit and a few frames more: the render thread hands over one
+        # unit and goes on rendering the next on the device while the encoder drains this one
+        # (with only a few frames of room, rendering and encoding took turns instead of overlapping).
+        out = Handoff(self.head.session.unit_frames + 8, self.token, stop)
         producer = Worker(lambda: self._produce(out, stop), f"render-{self.request_id}")
         finished = False
         try:
