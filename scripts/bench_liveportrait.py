@@ -546,7 +546,7 @@ def main() -> None:
         if args.models_dir:
             results.update(cold_starts(args.models_dir))
         else:
-            from tests.liveportrait_checkpoints import write_random_checkpoints
+            from testkit.liveportrait_checkpoints import write_random_checkpoints
 
             with tempfile.TemporaryDirectory() as directory:
                 results.update(cold_starts(write_random_checkpoints(Path(directory))))

@@ -74,7 +74,7 @@ def bench_upstream(models_dir: Path, device: torch.device, frames: int, size: in
     configuration measured (FACTS: batch 32-64 with networks and inputs in fp16, ~144 frames/s on
     an H200), the honest baseline for the speed-up."""
     sys.path.insert(0, str(REPO / "tests"))
-    from tests.sadtalker_checkpoints import import_upstream, upstream_face_renderer
+    from testkit.sadtalker_checkpoints import import_upstream, upstream_face_renderer
 
     name = f"upstream_make_animation_batched_{'fp16' if half else 'fp32'}" if batch > 2 else "upstream_make_animation"
     upstream = import_upstream()
@@ -193,7 +193,7 @@ def bench_engine(models_dir: Path, device: torch.device, speech_seconds: float, 
         portrait = load_portrait_file(PACKAGE_DIR / "assets" / "default_avatar.png")
         landmarks, source = FaceLocator().locate(portrait).points, "mediapipe"
     except Exception:  # mediapipe absent (the GPU box): a synthetic frontal layout
-        from tests.sadtalker_checkpoints import synthetic_landmarks
+        from testkit.sadtalker_checkpoints import synthetic_landmarks
 
         landmarks, source = synthetic_landmarks(512, 512), "synthetic"
     started = time.perf_counter()
@@ -246,7 +246,7 @@ def main() -> None:
     models_dir = args.models_dir
     scratch = None
     if models_dir is None:
-        from tests.sadtalker_checkpoints import write_random_checkpoints
+        from testkit.sadtalker_checkpoints import write_random_checkpoints
 
         started = time.perf_counter()
         scratch = tempfile.TemporaryDirectory(prefix="sadtalker-bench-")  # 725 MB: removed at the end

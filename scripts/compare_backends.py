@@ -60,14 +60,14 @@ METRICS = [
 
 def write_random_weights(models_dir: Path, backends: list[str]) -> None:
     """Random-weight checkpoints in the official layouts (the test suite's generators)."""
-    from tests.quality_references import write_syncnet_checkpoint, write_wav2lip_checkpoint
+    from testkit.quality_references import write_syncnet_checkpoint, write_wav2lip_checkpoint
 
     if "liveportrait" in backends:
-        from tests.liveportrait_checkpoints import write_random_checkpoints as liveportrait
+        from testkit.liveportrait_checkpoints import write_random_checkpoints as liveportrait
 
         liveportrait(models_dir)
     if "sadtalker" in backends:
-        from tests.sadtalker_checkpoints import write_random_checkpoints as sadtalker
+        from testkit.sadtalker_checkpoints import write_random_checkpoints as sadtalker
 
         sadtalker(models_dir)
     write_wav2lip_checkpoint(models_dir / "wav2lip" / "wav2lip_gan.pth")

@@ -74,7 +74,7 @@ def main() -> None:
     if args.image:
         render_poses(animator, load_portrait_file(args.image), args.out)
         return
-    from tests.portraits import open_mouth, with_glasses  # the variants the tests use
+    from testkit.portraits import open_mouth, with_glasses  # the variants the tests use
 
     smile = load_portrait_file(Settings().default_avatar)
     render_poses(animator, smile, args.out / "toothy_smile")

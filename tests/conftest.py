@@ -34,7 +34,7 @@ def default_server(tmp_path_factory) -> RunningServer:
 def upstream():
     """SadTalker's upstream networks (sadtalker-z, a test-only reference); without it the test is
     skipped, or fails in CI."""
-    from .sadtalker_checkpoints import import_upstream, missing_reference
+    from testkit.sadtalker_checkpoints import import_upstream, missing_reference
 
     modules = import_upstream()
     if modules is None:

@@ -15,7 +15,7 @@ from runtime.engines.liveportrait.keypoints import SourceMotion
 from runtime.media.audio import Speech
 from runtime.media.speech_motion import face_motion
 
-from .liveportrait_checkpoints import EVERY_REWRITE, shared_random_models_dir
+from testkit.liveportrait_checkpoints import EVERY_REWRITE, shared_random_models_dir
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from runtime.engines.liveportrait.checkpoints import load_networks
 from runtime.engines.liveportrait.engine import CUDA_DEFAULTS, LivePortraitEngine, PreparedSource, warm_up
 from runtime.engines.liveportrait.keypoints import SourceMotion
 
-from .liveportrait_checkpoints import EVERY_REWRITE
+from testkit.liveportrait_checkpoints import EVERY_REWRITE
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -25,7 +25,7 @@ MAX_TOLERANCE = 5e-2
 
 @pytest.fixture(scope="module")
 def networks():
-    from .liveportrait_checkpoints import shared_random_models_dir
+    from testkit.liveportrait_checkpoints import shared_random_models_dir
 
     return load_networks(shared_random_models_dir(seed=0) / "liveportrait")
 

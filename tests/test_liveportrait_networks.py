@@ -17,7 +17,7 @@ from runtime.engines.liveportrait.config import FEATURE_VOLUME
 from runtime.engines.motion_field import grid_sample_3d_via_2d, warp_volume
 from runtime.engines.liveportrait.keypoints import transform_keypoints
 
-from .liveportrait_checkpoints import shared_random_models_dir
+from testkit.liveportrait_checkpoints import shared_random_models_dir
 
 pytestmark = [pytest.mark.equivalence, pytest.mark.slow]
 

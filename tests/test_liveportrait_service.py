@@ -9,7 +9,7 @@ import pytest
 
 from runtime.media.lipsync import read_audio, video_duration
 
-from .liveportrait_checkpoints import shared_random_models_dir
+from testkit.liveportrait_checkpoints import shared_random_models_dir
 from .server import save_mp4, start_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]  # the 512 px decoder: ~20 s a frame on 2 cores

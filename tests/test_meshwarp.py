@@ -93,7 +93,7 @@ from runtime.media.audio import Speech  # noqa: E402
 from runtime.media.landmarks import FaceSelector  # noqa: E402
 from runtime.media.speech_motion import face_motion  # noqa: E402
 
-from .portraits import group, open_mouth, shrunk, with_glasses  # noqa: E402
+from testkit.portraits import group, open_mouth, shrunk, with_glasses  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from .liveportrait_checkpoints import shared_random_models_dir
-from .sadtalker_checkpoints import random_models_dir
+from testkit.liveportrait_checkpoints import shared_random_models_dir
+from testkit.sadtalker_checkpoints import random_models_dir
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 

@@ -95,7 +95,7 @@ def test_face_too_small_to_animate_is_refused(default_server, astronaut):
 def test_the_face_a_user_picks_in_a_group_photo_is_the_one_that_talks(default_server, astronaut, tmp_path):
     from runtime.media.lipsync import read_video
 
-    from .portraits import group
+    from testkit.portraits import group
 
     photo = group(astronaut)  # astronauts 240, 300 and 200 px tall at x = 20, 280, 600
     faces = {"left": (20, 260), "middle": (280, 580), "right": (600, 800)}

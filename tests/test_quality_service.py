@@ -10,7 +10,7 @@ import pytest
 from scipy.io import wavfile
 
 from .quality_clips import decoded, speak
-from .quality_references import write_wav2lip_checkpoint
+from testkit.quality_references import write_wav2lip_checkpoint
 from .server import png_base64, save_mp4, start_server
 
 pytestmark = pytest.mark.service

@@ -17,7 +17,7 @@ from runtime.engines.sadtalker.checkpoint import (
 from runtime.engines.sadtalker.networks import build_networks, load_networks
 from runtime.errors import BackendUnavailable
 
-from .sadtalker_checkpoints import UPSTREAM_FACERENDER, random_models_dir, upstream_pose_config
+from testkit.sadtalker_checkpoints import UPSTREAM_FACERENDER, random_models_dir, upstream_pose_config
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ import torch
 from runtime.engines.sadtalker import motion
 from runtime.engines.sadtalker.checkpoint import read_mapping_checkpoint, read_safetensors
 from runtime.engines.sadtalker.networks import load_networks
-from .sadtalker_checkpoints import (
+from testkit.sadtalker_checkpoints import (
     UPSTREAM_FACERENDER,
     random_models_dir,
     upstream_face_renderer,

@@ -19,7 +19,7 @@ from runtime.engines.sadtalker.engine import SadTalkerEngine, warm_up
 from runtime.engines.sadtalker.networks import load_networks
 from runtime.engines.sadtalker.renderer import FaceRenderer
 
-from .sadtalker_checkpoints import random_models_dir, synthetic_landmarks
+from testkit.sadtalker_checkpoints import random_models_dir, synthetic_landmarks
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

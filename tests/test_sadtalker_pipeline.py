@@ -17,7 +17,7 @@ from runtime.engines.sadtalker.networks import load_networks
 from runtime.engines.batched_render import FaceBox, HostFrames
 from runtime.engines.sadtalker.paste import paste_boxes, plan_paste
 
-from .sadtalker_checkpoints import import_upstream, missing_reference, random_models_dir, upstream_pose_config, upstream_slice
+from testkit.sadtalker_checkpoints import import_upstream, missing_reference, random_models_dir, upstream_pose_config, upstream_slice
 
 pytestmark = pytest.mark.unit
 

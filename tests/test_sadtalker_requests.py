@@ -16,7 +16,7 @@ from runtime.engines.sadtalker.engine import SadTalkerEngine, warm_up  # noqa: E
 from runtime.media.audio import Speech, frame_count  # noqa: E402
 from runtime.media.portrait import load_portrait_file  # noqa: E402
 
-from .sadtalker_checkpoints import random_models_dir, synthetic_landmarks  # noqa: E402
+from testkit.sadtalker_checkpoints import random_models_dir, synthetic_landmarks  # noqa: E402
 
 # The CPU renders seconds a frame: a handful of frames, but each test takes a minute or more.
 pytestmark = [pytest.mark.unit, pytest.mark.slow]

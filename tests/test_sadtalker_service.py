@@ -10,7 +10,7 @@ import pytest
 
 from runtime.media.lipsync import read_audio, video_duration
 
-from .sadtalker_checkpoints import random_models_dir
+from testkit.sadtalker_checkpoints import random_models_dir
 from .server import save_mp4, start_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]  # the face renderer: seconds a frame on 2 cores

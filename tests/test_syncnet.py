@@ -14,7 +14,7 @@ from runtime.engines.syncnet.mfcc import mfcc
 from runtime.engines.syncnet.network import SyncNet
 from runtime.quality.lse import search_offset
 
-from .quality_references import _bare_package, randomize, upstream_syncnet, write_syncnet_checkpoint
+from testkit.quality_references import _bare_package, randomize, upstream_syncnet, write_syncnet_checkpoint
 
 pytestmark = pytest.mark.equivalence
 

@@ -17,7 +17,7 @@ from runtime.engines.wav2lip.refiner import LipRefiner, RefineStats, feather_mas
 from runtime.media.audio import resample
 
 from .quality_clips import decoded, meshwarp_frames, speak, write_clip
-from .quality_references import randomize, upstream_wav2lip, upstream_wav2lip_audio, write_wav2lip_checkpoint
+from testkit.quality_references import randomize, upstream_wav2lip, upstream_wav2lip_audio, write_wav2lip_checkpoint
 
 pytestmark = pytest.mark.equivalence
 
