@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv_rewrites import RewrittenConv
-from .face_vid2vid import DenseMotionConfig, Hourglass, fold_batchnorm_into_conv
+from .dense_motion_config import DenseMotionConfig
+from .face_vid2vid import Hourglass, fold_batchnorm_into_conv
 from .motion_field import identity_grid_3d, keypoint_heatmaps, keypoint_motions, warp_volume
 from .spectral_conv import SpectralConv3d
 

@@ -1,13 +1,12 @@
 """The face-vid2vid building blocks both engines' networks are made of (LivePortrait's W, F and
 SadTalker's face renderer descend from the same design): conv-norm-activation units in 2-D and 3-D,
-pre-activation 3-D residual blocks, the 3-D hourglass of the dense-motion networks and its config.
+pre-activation 3-D residual blocks, the 3-D hourglass of the dense-motion networks (its config is
+in dense_motion_config.py, which needs no torch).
 
 Attribute names follow the official checkpoints' keys (`conv`, `norm`, `encoder.down_blocks`...),
 which the two upstreams share, so the state dicts load strictly without renaming.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,17 +15,6 @@ from torch import nn
 from .conv_rewrites import RewrittenConv, SplitOutputsConv
 
 DECODER_SPLIT = 128  # see Hourglass.rewrite_3d_convs(split_decoder_conv=True)
-
-
-@dataclass(frozen=True)
-class DenseMotionConfig:
-    """The dense-motion network's 3-D hourglass (both engines' checkpoints use these values)."""
-
-    block_expansion: int = 32
-    max_features: int = 1024
-    num_blocks: int = 5
-    reshape_depth: int = 16
-    compress: int = 4
 
 
 def pool_hw(volume: torch.Tensor) -> torch.Tensor:

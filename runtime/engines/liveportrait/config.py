@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..face_vid2vid import DenseMotionConfig
+from ..dense_motion_config import DenseMotionConfig
 
 NUM_KEYPOINTS = 21  # implicit 3-D keypoints per face
 NUM_POSE_BINS = 66  # head-pose classifier bins, 3 degrees each, centred on -97.5 + 3 * i

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..face_vid2vid import DenseMotionConfig
+from ..dense_motion_config import DenseMotionConfig
 
 
 @dataclass(frozen=True)
