@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     default_fps: int = Field(25, ge=1, le=60)
     max_fps: int = Field(60, ge=1, le=120)
     max_pending_requests: int = Field(32, ge=1)  # beyond this, /generate answers 503
+    # Whole-file clips rendered and encoded at once; the rest wait in line. An x264 encoder holds
+    # about 75 MB at 1024 px, so this bounds memory. None = max(2, CPU cores // 4).
+    max_concurrent_generations: Optional[int] = Field(None, ge=1)
     max_video_bytes: int = Field(100 * 1024 * 1024, ge=1024)  # POST /evaluate
     max_evaluate_seconds: float = Field(120.0, gt=0)  # longest video /evaluate and `avatar score` accept
 

@@ -7,8 +7,10 @@ Settings.max_pending_requests are in flight, beyond that ServiceBusyError.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -92,6 +94,8 @@ class GenerationService:
         self._device_lock = threading.Lock()  # one render unit on the device at a time
         self._pending = 0
         self._pending_lock = threading.Lock()
+        slots = settings.max_concurrent_generations or max(2, (os.cpu_count() or 2) // 4)
+        self._generation_slots = threading.BoundedSemaphore(slots)
         self._default_portrait: Optional[np.ndarray] = None
         self.portraits = PortraitDecoder(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                                          max_output_side=settings.max_output_side)
@@ -167,6 +171,16 @@ class GenerationService:
             self._pending -= 1
             setattr(self, outcome, getattr(self, outcome) + 1)
 
+    @contextlib.contextmanager
+    def _generation_slot(self, token: CancelToken) -> Iterator[None]:
+        """Wait (cancellably) for one of the whole-file generation slots and hold it."""
+        while not self._generation_slots.acquire(timeout=0.1):
+            token.check()
+        try:
+            yield
+        finally:
+            self._generation_slots.release()
+
     def _session(self, request: GenerationRequest, fps: int, backend_options: BackendOptions) -> AvatarSession:
         portrait = self._portrait(request)
         options = AnimationOptions(still=request.still, expression_scale=request.expression_scale)
@@ -207,11 +221,13 @@ class GenerationService:
         fps, backend_options = self._check(request)  # bad input is a 4xx even when the queue is full
         self._admit()
         outcome = "failed"
+        token = token or CancelToken()
         try:
-            clip = self._open_clip(request, fps, backend_options, token or CancelToken(), on_progress)
-            workdir = workdir or new_workdir()
-            path = workdir / f"{request.request_id}.mp4"
-            encoded = clip.write(path, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
+            with self._generation_slot(token):
+                clip = self._open_clip(request, fps, backend_options, token, on_progress)
+                workdir = workdir or new_workdir()
+                path = workdir / f"{request.request_id}.mp4"
+                encoded = clip.write(path, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
             outcome = "completed"
         except Cancelled:
             outcome = "cancelled"

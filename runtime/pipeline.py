@@ -328,10 +328,11 @@ class Clip:
 
     def _run(self, encoder: Mp4Encoder) -> Iterator[bytes]:
         stop = CancelToken()  # ends the render thread when this generator ends early, for any reason
-        # Room for a whole render unit and a few frames more: the render thread hands over one
-        # unit and goes on rendering the next on the device while the encoder drains this one
-        # (with only a few frames of room, rendering and encoding took turns instead of overlapping).
-        out = Handoff(self.head.session.unit_frames + 8, self.token, stop)
+        # Room for a render unit (up to 32 frames) and its speech: the render thread hands over one
+        # unit and goes on rendering the next on the device while the encoder drains this one (with
+        # fewer frames of room, GPU rendering and encoding took turns). Frames are up to 3 MB each,
+        # so the room is what bounds a request's memory here.
+        out = Handoff(min(self.head.session.unit_frames, 32) + 1, self.token, stop)
         producer = Worker(lambda: self._produce(out, stop), f"render-{self.request_id}")
         finished = False
         try:

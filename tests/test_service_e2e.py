@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import uuid
 import wave
 
 import av
@@ -136,7 +137,10 @@ def test_docs_and_openapi_describe_generate(default_server):
 
 
 def test_same_portrait_twice_reuses_its_preparation(default_server, astronaut):
-    mirrored = png_base64(astronaut[:, ::-1].copy())  # a portrait no other test sends
+    # A portrait no other request of this server has sent: mirrored, with a few pixels set by a fresh id.
+    unique = astronaut[:, ::-1].copy()
+    unique[0, :16] = np.frombuffer(uuid.uuid4().bytes, np.uint8)[:, None]
+    mirrored = png_base64(unique)
     with default_server.client() as client:
         cached_at_first = client.get("/health").json()["detail"]["avatar"]["cached_portraits"]
         first = client.post("/generate", json={"text": "Hi.", "image": mirrored})

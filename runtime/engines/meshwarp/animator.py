@@ -13,6 +13,7 @@ teeth for a portrait whose lips were closed.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -24,6 +25,8 @@ from ...media import landmarks as lm
 from ...media.landmarks import FaceLandmarks, FaceLocator, FaceSelector, square_around
 from ...media.speech_motion import FaceMotion
 from . import motion_basis
+
+log = logging.getLogger(__name__)
 
 MAX_LIP_GAP = 0.085  # inner-lip opening of a wide-open mouth, in face heights
 MAX_LIP_ROUND = 0.22  # share of the mouth's width lost to full rounding
@@ -120,7 +123,16 @@ def _forward_fields(points: np.ndarray, displacements: np.ndarray, excluded: lis
 def _head_matte(locator: FaceLocator, region: np.ndarray, face: FaceLandmarks) -> np.ndarray:
     """(h, w) float32: the person's silhouette down to the neck, feathered; the face oval is always in."""
     height = face.face_height
-    person = locator.person_matte(region)
+    try:
+        person = locator.person_matte(region)
+    except RuntimeError as exc:
+        # MediaPipe's segmenter can fail to start in some processes (seen beside coqui's torch build);
+        # the head then moves inside its outline widened by a quarter face, hair tips may stay behind.
+        log.warning("person segmentation failed; the head matte follows the face outline (%s)", exc)
+        outline = np.zeros(region.shape[:2], np.uint8)
+        cv2.fillPoly(outline, [np.round(face.points[lm.FACE_OVAL]).astype(np.int32)], 1)
+        widen = max(3, int(0.25 * height)) | 1
+        person = cv2.dilate(outline, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (widen, widen))).astype(np.float32)
     chin_y = face.points[lm.CHIN_BOTTOM, 1]
     rows = np.arange(region.shape[0], dtype=np.float32)
     # Head and neck: full weight to half a face height under the chin, fading out over a quarter more.
