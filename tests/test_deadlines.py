@@ -37,6 +37,9 @@ def _speech_like_wav(seconds: float, sample_rate: int = 16000) -> bytes:
 
 
 LONG_AUDIO = base64.b64encode(_speech_like_wav(60.0)).decode()
+# Long enough to outlast REQUEST_TIMEOUT_S and a drain's grace on a quiet machine too: a quiet
+# 2-core CPU rendered and encoded the 60 s clip in under 4 s.
+VERY_LONG_AUDIO = base64.b64encode(_speech_like_wav(115.0)).decode()
 SHORT_AUDIO = base64.b64encode(_speech_like_wav(2.0)).decode()
 
 
@@ -86,7 +89,7 @@ def test_client_that_disconnects_stops_rendering(server):
 def test_a_request_past_the_timeout_gets_a_504_and_its_work_stops(server):
     started = time.monotonic()
     with server.client() as client:
-        response = client.post("/generate", json={"audio": LONG_AUDIO})
+        response = client.post("/generate", json={"audio": VERY_LONG_AUDIO})
     assert response.status_code == 504, response.text[:300]
     body = response.json()
     assert body["error"] == "timeout" and body["request_id"] == response.headers["x-request-id"]
@@ -108,7 +111,7 @@ def test_sigterm_lets_short_work_finish_and_cancels_the_rest_within_the_grace(tm
 
         # Audio, not text: no TTS, so the short request takes the device first, as the test needs.
         short = threading.Thread(target=send, args=("short", {"audio": SHORT_AUDIO}))
-        long = threading.Thread(target=send, args=("long", {"audio": LONG_AUDIO}))
+        long = threading.Thread(target=send, args=("long", {"audio": VERY_LONG_AUDIO}))
         short.start()
         time.sleep(0.2)
         long.start()
