@@ -64,3 +64,11 @@ def test_emoji_only_text_has_nothing_to_say():
 
 def test_other_languages_get_their_own_number_words():
     assert normalize_text("Ich habe 42 Katzen 🐱.", "de") == "Ich habe zweiundvierzig Katzen."
+
+
+def test_a_number_too_long_to_name_is_read_digit_by_digit():
+    huge = "7" * 310  # num2words names numbers below 10**300 only
+    spoken = normalize_text(f"The code is {huge} and it is -{huge}.", "en")
+    assert spoken.count("seven") == 620
+    assert "minus seven seven" in spoken
+    assert not any(character.isdigit() for character in spoken)

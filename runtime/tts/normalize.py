@@ -91,8 +91,12 @@ def has_words(text: str) -> bool:
 
 
 def _cardinal(number: str | float | int, lang: str = "en") -> str:
-    value = float(str(number).replace(",", "")) if "." in str(number) else int(str(number).replace(",", ""))
-    return num2words(value, lang=lang).replace(",", "")
+    plain = str(number).replace(",", "")
+    value = float(plain) if "." in plain else int(plain)
+    try:
+        return num2words(value, lang=lang).replace(",", "")
+    except OverflowError:  # past num2words' largest name (10**300 and up): read it digit by digit
+        return ("minus " if plain.startswith("-") else "") + _digits(plain)
 
 
 def _digits(digits: str) -> str:
@@ -104,7 +108,10 @@ def _year(year: int) -> str:
 
 
 def _ordinal(number: int) -> str:
-    return num2words(number, to="ordinal").replace(",", "")
+    try:
+        return num2words(number, to="ordinal").replace(",", "")
+    except OverflowError:
+        return _digits(str(number))
 
 
 def _say_url(match: re.Match) -> str:
