@@ -68,3 +68,39 @@ def test_engine_renders_every_frame_of_a_clip_in_batches():
     assert all(frame.shape == (300, 400, 3) and frame.dtype == np.uint8 for frame in frames)
     assert np.abs(frames[0].astype(int) - portrait).max() > 0  # the face region was rendered
     assert (frames[0][:5, :5] == portrait[:5, :5]).all()  # far from the face: the portrait
+
+
+def test_mixed_batch_on_the_compiled_graph_equals_each_portrait_rendered_alone():
+    """What the service runs (compiled, CUDA graphs): frames of two portraits interleaved in one
+    padded mixed batch equal each portrait's frames rendered alone, within the fp16 tolerance; the
+    mixed batch replays its own graph and compiles nothing per call."""
+    from runtime.engines.batched_render import pad_rows
+    from runtime.engines.sadtalker.mixed_batch import paste_mixed, render_mixed_faces
+    from runtime.engines.sadtalker.paste import paste_boxes
+
+    engine = SadTalkerEngine.load(random_models_dir() / "sadtalker", "cuda", sizes=(256,), batch_size=8)
+    warm_up(engine)
+    renderer = engine.renderers[256]
+    assert renderer.captured and engine.render_rates[256] > 0
+    rng = np.random.default_rng(0)
+    portraits = [engine.prepare_portrait((rng.random((h, w, 3)) * 255).astype(np.uint8), synthetic_landmarks(w, h))
+                 for w, h in ((400, 300), (360, 480))]
+    generator = torch.Generator().manual_seed(5)
+    windows = [0.3 * torch.randn(3, engine.coeff_channels, 27, generator=generator) for _ in portraits]
+    alone = [renderer.render_batch(portrait.source, pad_rows(w, 8))[:3].float() for portrait, w in zip(portraits, windows)]
+
+    order = [(0, 0), (1, 0), (1, 1), (0, 1), (0, 2)]  # 5 frames: padded to the batch of 8
+    index = [portrait for portrait, _ in order]
+    compiles = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    faces = render_mixed_faces(engine, portraits, index, torch.stack([windows[p][f] for p, f in order]))
+    frames = paste_mixed(portraits, index, faces, engine)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiles
+    assert (alone[0] - alone[1]).abs().max() > 0.05  # the portraits render differently
+    for row, (portrait, frame) in enumerate(order):
+        error = (faces[row].float() - alone[portrait][frame]).abs()
+        assert error.mean().item() <= MEAN_TOLERANCE and error.max().item() <= MAX_TOLERANCE, (row, error.max().item())
+        box = paste_boxes(alone[portrait][frame:frame + 1], portraits[portrait].paste)[0].cpu().numpy()
+        x0, y0, x1, y1 = portraits[portrait].paste.region
+        assert frames[row].shape == portraits[portrait].portrait.shape
+        assert np.abs(frames[row][y0:y1, x0:x1].astype(np.int16) - box).mean() <= MEAN_TOLERANCE * 255
+    torch._dynamo.reset()

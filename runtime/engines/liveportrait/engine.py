@@ -21,7 +21,9 @@ On CUDA by default (CUDA_DEFAULTS):
 - torch.compile of W + G for one fixed-shape batch (inductor, static shapes), which fuses the
   elementwise work between the convs; it compiles in `warm_up` (start-up), never in a request, and
   keeps its caches in `compile_cache_dir` (e.g. MODELS_DIR/.cache/inductor) for restarts;
-- that compiled batch captured as a CUDA graph in `warm_up`, so a batch is one replay.
+- that compiled batch captured as a CUDA graph in `warm_up`, so a batch is one replay; likewise
+  the mixed batch (mixed_batch.py: each frame its own portrait's volume), a second shape of the
+  same compiled function with its own graph.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..batched_render import CapturedBatch, FaceBox, HostFrames, capture_if_cuda, padded_batches
+from ..batched_render import (CapturedBatch, FaceBox, HostFrames, capture_if_cuda, measure_frames_per_second,
+                              padded_batches)
 from . import crop as crop_ops
 from .checkpoints import CheckpointError, LivePortraitNetworks, load_networks
 from .config import FEATURE_VOLUME
@@ -178,14 +181,19 @@ class LivePortraitEngine:
             network.eval().requires_grad_(False)
         self._crop_mask = crop_ops.feather_mask()
         self.host_frames = HostFrames(self.device)
+        self.mixed_host_frames = HostFrames(self.device)  # mixed batches' (their timings apart from the clip's)
         self.compiled = self.options["compile"]
         self._render_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = self._warp_decode
         if self.compiled:
             if compile_cache_dir is not None:
                 use_compile_cache(Path(compile_cache_dir))
             # fullgraph: W + G trace as one graph (a graph break would silently cost the fusion);
-            # dynamic=False: one batch shape, so kernels are specialized to it.
+            # dynamic=False: each batch shape (one volume, or one a frame) gets kernels specialized to it.
             self._render_batch = torch.compile(self._warp_decode, fullgraph=True, dynamic=False)
+        # The same function for batches whose frames each bring their own volume (mixed_batch.py);
+        # `warm_up` captures its own CUDA graph.
+        self._render_gathered = self._render_batch
+        self.render_rate: float | None = None  # frames/s of a full mixed batch, measured by warm_up
 
     @classmethod
     def load(cls, liveportrait_dir: Path, device: torch.device | str, precision: Precision | None = None,
@@ -246,8 +254,18 @@ class LivePortraitEngine:
         return self._render_batch(source.feature_3d.float().contiguous(), kp_driving.float().contiguous(),
                                   source.kp_source.float().contiguous())
 
+    @torch.no_grad()
+    def render_gathered_crops(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor,
+                              kp_source: torch.Tensor) -> torch.Tensor:
+        """W then G for a batch whose frames each bring their source: feature_3d (B, 32, 16, 64, 64),
+        kp_driving (B, 21, 3), kp_source (B, 21, 3) -> (B, 3, 512, 512) in [0, 1], render dtype.
+        B is the engine's batch size once compiled (another compiles again)."""
+        return self._render_gathered(feature_3d.float().contiguous(), kp_driving.float().contiguous(),
+                                     kp_source.float().contiguous())
+
     def _warp_decode(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
-        """feature_3d (1, 32, 16, 64, 64), kp_driving (B, 21, 3), kp_source (1, 21, 3) -> (B, 3, 512, 512)."""
+        """feature_3d (1 or B, 32, 16, 64, 64), kp_driving (B, 21, 3), kp_source (1 or B, 21, 3)
+        -> (B, 3, 512, 512)."""
         batch = kp_driving.shape[0]
         # One volume for the whole batch: W samples it in place (motion_field.warp_volume).
         warped = self.networks.warping(feature_3d, kp_driving, kp_source.expand(batch, -1, -1))
@@ -351,19 +369,28 @@ def use_compile_cache(directory: Path) -> None:
 
 
 def warm_up(engine: LivePortraitEngine) -> float:
-    """Render one batch through the same path requests take, so compilation (compile=True),
-    cuDNN's autotuning and lazy CUDA start-up happen at load time, not in the first request.
-    Returns the seconds it took."""
+    """Render one batch through each path requests take (one portrait; a mixed batch, each frame
+    its own volume), so compilation (compile=True), cuDNN's autotuning, lazy CUDA start-up and
+    the CUDA graphs' capture happen at load time, not in the first request; then time the mixed
+    batch (engine.render_rate, frames/s). Returns the seconds it took."""
     started = time.perf_counter()
     device = engine.device
+    batch = engine.batch_size
     generator = torch.Generator().manual_seed(0)
     feature = torch.randn(1, 32, 16, 64, 64, generator=generator).to(device)
     kp_source = 0.1 * torch.randn(1, 21, 3, generator=generator).to(device)
-    kp_driving = kp_source + 0.01 * torch.randn(engine.batch_size, 21, 3, generator=generator).to(device)
+    kp_driving = kp_source + 0.01 * torch.randn(batch, 21, 3, generator=generator).to(device)
+    # Each frame its own volume, as mixed_batch.render_mixed_crops gathers them.
+    features = feature.expand(batch, -1, -1, -1, -1).contiguous()
+    kp_sources = kp_source.expand(batch, -1, -1).contiguous()
     with torch.no_grad():
         crops = engine._render_batch(feature, kp_driving, kp_source).float().cpu()
+        mixed = engine._render_gathered(features, kp_driving, kp_sources).float().cpu()
         if engine.options["cuda_graph"] and not isinstance(engine._render_batch, CapturedBatch):
             engine._render_batch = capture_if_cuda(engine._render_batch, feature, kp_driving, kp_source)
-    if not torch.isfinite(crops).all():
+        if engine.options["cuda_graph"] and not isinstance(engine._render_gathered, CapturedBatch):
+            engine._render_gathered = capture_if_cuda(engine._render_gathered, features, kp_driving, kp_sources)
+        engine.render_rate = measure_frames_per_second(engine._render_gathered, batch, features, kp_driving, kp_sources)
+    if not (torch.isfinite(crops).all() and torch.isfinite(mixed).all()):
         raise RuntimeError("LivePortrait warm-up rendered non-finite values")
     return time.perf_counter() - started

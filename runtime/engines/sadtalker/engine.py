@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ...media.audio import frame_count
-from ..batched_render import FaceBox, HostFrames, padded_batches
+from ..batched_render import FaceBox, HostFrames, measure_frames_per_second, padded_batches
 from .alignment import align_for_recon, face_crop, five_points
 from .audio_features import AUDIO, speech_frame_windows
 from .checkpoint import CheckpointError
@@ -36,7 +36,7 @@ from .config import MAPPING_CHECKPOINTS, SUPPORTED_SIZES
 from .networks import SadTalkerNetworks, checkpoint_paths, load_networks
 from .paste import PastePlan, paste_boxes, plan_paste
 from .recon_net import COEFF_SLICES
-from .renderer import FaceRenderer, PreparedSource, cpu_has_fast_bf16
+from .renderer import FaceRenderer, PreparedSource, cpu_has_fast_bf16, gathered_example
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class SadTalkerEngine:
         self.default_size = min(nets)
         self.mapping_kind = next(iter(nets.values())).mapping_kind
         self.host_frames = HostFrames(device)
+        self.mixed_host_frames = HostFrames(device)  # mixed batches' (their timings apart from the clip's)
+        self.render_rates: dict[int, float] = {}  # frames/s of a full mixed batch by size, measured by warm_up on CUDA
         self.portraits_prepared = 0  # per-portrait work done (the caller caches it by image hash)
 
     @classmethod
@@ -232,14 +234,21 @@ def warm_up(engine: SadTalkerEngine) -> None:
 
 
 def _render_one_batch(engine: SadTalkerEngine, size: int, renderer: FaceRenderer) -> None:
+    """One batch of one portrait and one mixed batch (each frame its own portrait's tensors), then
+    on CUDA with compile their graphs' capture; on CUDA, the mixed batch's rate is measured."""
     image = torch.rand(1, 3, size, size, device=engine.device)
     window = torch.zeros(1, engine.coeff_channels, 27)
     source = renderer.prepare_source(image, window)
-    windows = window.expand(engine.batch_sizes[size], -1, -1)
+    batch = engine.batch_sizes[size]
+    windows = window.expand(batch, -1, -1)
+    gathered = gathered_example(source, batch)
     rendered = renderer.render_batch(source, windows)
-    if not torch.isfinite(rendered).all():
+    mixed = renderer.render_gathered(windows, *gathered)
+    if not (torch.isfinite(rendered).all() and torch.isfinite(mixed).all()):
         raise RuntimeError(f"the SadTalker {size} renderer rendered non-finite values at warm-up")
     if renderer.compiled and engine.device.type == "cuda":
         renderer.capture(source, windows)
     if engine.device.type == "cuda":
-        torch.cuda.synchronize()
+        with torch.inference_mode():
+            engine.render_rates[size] = measure_frames_per_second(
+                renderer.render_gathered, batch, windows.to(engine.device), *gathered)

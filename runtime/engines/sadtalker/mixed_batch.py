@@ -2,10 +2,10 @@
 (runtime/scheduling): each frame names its portrait, the generator renders them all at once, and
 each frame is pasted back into its own portrait.
 
-The batch (`FaceRenderer.render_windows`) reads one source volume per frame here (the portraits'
-tensors gathered by frame), which `warp_volume` takes as it is; `SadTalkerEngine.animate` keeps
-its path for one portrait, where the whole batch samples a single volume in place. This path runs
-eagerly: the compiled batch and its CUDA graph are built for the one-volume shape.
+Each portrait's tensors are gathered by frame (`FaceRenderer.render_gathered`: on CUDA the
+compiled batch at the engine's batch size, replayed as its own CUDA graph); a shorter batch is
+padded to that size, so nothing recompiles. `SadTalkerEngine.animate` keeps its path for one
+portrait, where the whole batch samples a single volume in place.
 """
 from __future__ import annotations
 
@@ -14,17 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..batched_render import FaceBox, HostFrames, PortraitRows, pad_rows, portrait_index_tensor, rows_by_portrait
 from .engine import PreparedPortrait, SadTalkerEngine
 from .paste import paste_boxes
-
-
-def _portrait_rows(portrait_index: Sequence[int], portraits: Sequence[PreparedPortrait], frames: int) -> torch.Tensor:
-    index = torch.as_tensor(list(portrait_index), dtype=torch.long)
-    if index.shape != (frames,):
-        raise ValueError(f"{index.numel()} portrait indices for {frames} frames")
-    if frames and (index.min() < 0 or index.max() >= len(portraits)):
-        raise ValueError(f"portrait indices must lie in [0, {len(portraits)})")
-    return index
 
 
 @torch.inference_mode()
@@ -41,35 +33,37 @@ def render_mixed_faces(engine: SadTalkerEngine, portraits: Sequence[PreparedPort
     frames = target_windows.shape[0]
     if frames > batch_size:
         raise ValueError(f"{frames} frames exceed the engine's batch size {batch_size} at {size} px")
-    index = _portrait_rows(portrait_index, portraits, frames).to(engine.device)
+    index = portrait_index_tensor(portrait_index, len(portraits), frames).to(engine.device)
     windows = target_windows.to(engine.device, torch.float32)
-    if frames < batch_size and engine.device.type != "cpu":
+    renderer = engine.renderers[size]
+    if renderer.compiled or engine.device.type != "cpu":
         # One shape per batch size, as in SadTalkerEngine.animate; the padding frames are dropped.
-        index = torch.cat([index, index[-1:].expand(batch_size - frames)])
-        windows = torch.cat([windows, windows[-1:].expand(batch_size - frames, -1, -1)])
+        index, windows = pad_rows(index, batch_size), pad_rows(windows, batch_size)
     per_portrait = zip(*(portrait.source.tensors() for portrait in portraits))  # each (1, ...) per portrait
     gathered = [torch.cat(tensors).index_select(0, index) for tensors in per_portrait]
-    return engine.renderers[size].render_windows(windows.contiguous(), *gathered)[:frames]
+    return renderer.render_gathered(windows, *gathered)[:frames]
+
+
+def _portrait_rows(portraits: Sequence[PreparedPortrait], portrait_index: Sequence[int],
+                   faces: torch.Tensor) -> list[PortraitRows]:
+    """Each portrait's faces blended into its region on the device, with the rows they fill."""
+    index = portrait_index_tensor(portrait_index, len(portraits), faces.shape[0])
+    pieces = []
+    for position, rows in rows_by_portrait(index, len(portraits)):
+        portrait = portraits[position]
+        boxes = paste_boxes(faces[torch.as_tensor(rows, device=faces.device)], portrait.paste)
+        pieces.append(PortraitRows(boxes, FaceBox(portrait.portrait, portrait.paste.region), rows))
+    return pieces
 
 
 @torch.inference_mode()
 def paste_mixed(portraits: Sequence[PreparedPortrait], portrait_index: Sequence[int],
-                faces: torch.Tensor) -> list[np.ndarray]:
+                faces: torch.Tensor, engine: SadTalkerEngine | None = None) -> list[np.ndarray]:
     """Faces (B, 3, S, S) of a mixed batch -> full-portrait frames (H_v, W_v, 3) uint8 in order;
-    frame i is portraits[portrait_index[i]] with face i pasted back."""
-    index = _portrait_rows(portrait_index, portraits, faces.shape[0])
-    frames: list[np.ndarray] = [np.empty(0)] * len(index)
-    for position, portrait in enumerate(portraits):
-        rows = torch.nonzero(index == position).flatten()
-        if rows.numel() == 0:
-            continue
-        boxes = paste_boxes(faces[rows.to(faces.device)], portrait.paste).cpu().numpy()
-        x0, y0, x1, y1 = portrait.paste.region
-        for row, box in zip(rows.tolist(), boxes):
-            frame = portrait.portrait.copy()
-            frame[y0:y1, x0:x1] = box
-            frames[row] = frame
-    return frames
+    frame i is portraits[portrait_index[i]] with face i pasted back. With the engine, through its
+    pinned host buffers on CUDA (as `SadTalkerEngine.animate`); without, a plain copy to the host."""
+    host_frames = engine.mixed_host_frames if engine is not None else HostFrames(faces.device)
+    return list(host_frames.mixed_frames([_portrait_rows(portraits, portrait_index, faces)]))
 
 
 def render_mixed(engine: SadTalkerEngine, portraits: Sequence[PreparedPortrait],
@@ -77,4 +71,4 @@ def render_mixed(engine: SadTalkerEngine, portraits: Sequence[PreparedPortrait],
     """Full-portrait frames (H_v, W_v, 3) uint8, one per row of target_windows, in order; frame i
     is portraits[portrait_index[i]] with its face re-rendered and pasted back."""
     faces = render_mixed_faces(engine, portraits, portrait_index, target_windows)
-    return paste_mixed(portraits, portrait_index, faces)
+    return paste_mixed(portraits, portrait_index, faces, engine)

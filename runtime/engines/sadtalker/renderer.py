@@ -65,8 +65,11 @@ class FaceRenderer:
         if device.type == "mps":
             adapt_for_mps(self.generator)
             adapt_for_mps(self.keypoint_detector)
-        # What renders a batch: render_windows itself, its torch.compile, or a CUDA graph of that.
+        # What renders a batch: render_windows itself, its torch.compile, or a CUDA graph of that;
+        # one for a batch of one portrait, one for a batch whose frames each bring their portrait's
+        # tensors (mixed_batch.py): two shapes of the same function, each with its own graph.
         self._batch: Callable[..., torch.Tensor] = self.render_windows
+        self._gathered_batch: Callable[..., torch.Tensor] = self.render_windows
         self.compiled = False
 
     def compile(self) -> None:
@@ -75,23 +78,26 @@ class FaceRenderer:
         memory-bound kernels in eager mode. One graph (fullgraph) for one batch shape (static):
         the engine pads the last batch, so it compiles once per size, at warm-up."""
         if not self.compiled:
-            self._batch = torch.compile(self.render_windows, fullgraph=True, dynamic=False)
+            self._batch = self._gathered_batch = torch.compile(self.render_windows, fullgraph=True, dynamic=False)
             self.compiled = True
 
     def uncompile(self) -> None:
-        self._batch = self.render_windows
+        self._batch = self._gathered_batch = self.render_windows
         self.compiled = False
 
     def capture(self, prepared: "PreparedSource", target_windows: torch.Tensor) -> None:
-        """On CUDA, replace the batch by a CUDA graph of it, captured for target_windows' shape
-        (call after the compiled batch has run once at that shape)."""
-        example = (target_windows.to(self.device, torch.float32).contiguous(), *prepared.tensors())
+        """On CUDA, replace both batches (one portrait; each frame its own) by CUDA graphs of
+        them, captured for target_windows' shape (call after each compiled batch has run once at
+        that shape, see `gathered_example`)."""
+        windows = target_windows.to(self.device, torch.float32).contiguous()
         with torch.inference_mode():
-            self._batch = capture_if_cuda(self._batch, *example)
+            self._batch = capture_if_cuda(self._batch, windows, *prepared.tensors())
+            self._gathered_batch = capture_if_cuda(self._gathered_batch, windows,
+                                                   *gathered_example(prepared, windows.shape[0]))
 
     @property
     def captured(self) -> bool:
-        return isinstance(self._batch, CapturedBatch)
+        return isinstance(self._batch, CapturedBatch) and isinstance(self._gathered_batch, CapturedBatch)
 
     @property
     def precision(self) -> str:
@@ -127,10 +133,23 @@ class FaceRenderer:
         return self._batch(windows, *prepared.tensors())
 
     @torch.inference_mode()
+    def render_gathered(self, target_windows: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        """A batch whose frames each bring their portrait: target_windows (B, C, 27) and
+        PreparedSource.tensors() gathered per frame (each (B, ...)) -> frames (B, 3, S, S) in
+        [0, 1], renderer dtype. Compiled or captured: B must be the batch size it was made for."""
+        windows = target_windows.to(self.device, torch.float32, memory_format=torch.contiguous_format, copy=True)
+        return self._gathered_batch(windows, *(tensor.contiguous() for tensor in tensors))
+
+    @torch.inference_mode()
     def driving_keypoints(self, prepared: PreparedSource, target_windows: torch.Tensor) -> torch.Tensor:
         """target_windows (B, C, 27) -> posed driving keypoints (B, 15, 3) fp32."""
         head = self.mapping(target_windows.to(self.device, torch.float32))
         return transform_keypoints(prepared.canonical_keypoints, head)
+
+
+def gathered_example(prepared: PreparedSource, frames: int) -> tuple[torch.Tensor, ...]:
+    """prepared's tensors repeated for `frames` frames: a mixed batch's inputs, all one portrait."""
+    return tuple(tensor.expand(frames, *tensor.shape[1:]).contiguous() for tensor in prepared.tensors())
 
 
 def rewrite_dense_motion(motion: DenseMotionNetwork, size: int, spectral_dtype: torch.dtype) -> None:
