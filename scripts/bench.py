@@ -6,8 +6,9 @@ MODELS_DIR...), or uses --url. Prints one JSON line: median seconds for TTS, ani
 and total over --runs requests (after one warm-up), the real-time factor, the TTS engine's own
 real-time factor measured in the same process, and `stages`: the median of each stage of the
 backend's animate path as /health reports it after each request (portrait lookup, motion,
-render-loop launch, device wait, host paste). --short TEXT measures a second, short text the
-same way (`short_*` keys), where a fixed cost per request shows.
+render-loop launch, device wait, host paste), and `lip_refiner`: whether LIP_REFINER ran and, over
+all requests, the share of frames it re-drew and its face detector's hit rate. --short TEXT
+measures a second, short text the same way (`short_*` keys), where a fixed cost per request shows.
 
     .venv/bin/python scripts/bench.py
     AVATAR_BACKEND=liveportrait MODELS_DIR=... .venv/bin/python scripts/bench.py --runs 5
@@ -55,9 +56,23 @@ def main() -> None:
                       **measure(client, args.text, args.runs)}
             if args.short:
                 result.update({f"short_{key}": value for key, value in measure(client, args.short, args.runs).items()})
+            result["lip_refiner"] = refiner_summary(client.get("/health").json())
     tts = measure_tts(args.text)
     result.update(tts_engine=tts["engine"], tts_only_seconds=tts["seconds"], tts_rtf=tts["rtf"])
     print(json.dumps(result))
+
+
+def refiner_summary(health: dict) -> dict:
+    """The lip refiner's part: whether it ran, and over every request so far (warm-up included) how many
+    frames it re-drew and how often its face detector found the face (random backend weights may
+    render faces it cannot find: then it re-draws little, and its cost here says little)."""
+    refiner = health.get("detail", {}).get("lip_refiner", {})
+    summary = {"active": refiner.get("active", False), "reason": refiner.get("reason")}
+    totals = refiner.get("since_start")
+    if totals:
+        share = round(totals["refined"] / totals["frames"], 4) if totals["frames"] else None
+        summary.update(totals, refined_share=share)
+    return summary
 
 
 def measure(client: httpx.Client, text: str, runs: int) -> dict:

@@ -50,6 +50,10 @@ def test_refiner_runs_after_the_backend_and_a_request_can_turn_it_off(refiner_se
     # background are the backend's (up to the encoder's noise).
     assert difference[150:190, 190:260].mean() > 20
     assert difference[:110].mean() < 2 and difference[300:].mean() < 2
+    # /health counts what the refiner did: it found the face, tracked rather than detected on every frame
+    done = refiner_server.health()["detail"]["lip_refiner"]["since_start"]
+    assert done["refined"] >= len(refined_frames) and done["no_face"] == 0
+    assert done["detection_hit_rate"] == 1.0 and done["detections"] < done["frames"] / 4
 
 
 def test_the_stream_is_refined_too(refiner_server, astronaut, tmp_path):

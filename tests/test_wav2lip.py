@@ -99,8 +99,9 @@ def test_refiner_on_meshwarp_output_keeps_frames_sync_identity_and_changes_only_
     refiner = LipRefiner.load(checkpoint_dir, "cpu", face_locator, batch_size=16)
     assert refiner.describe()["checkpoint"] == "wav2lip_gan.pth"
     boxes = []  # the face boxes the refiner used, frame by frame
-    track_boxes = refiner.track_boxes
-    refiner.track_boxes = lambda batch, previous: boxes.extend(track_boxes(batch, previous)) or boxes[-len(batch):]
+    refine_batch = refiner.refine_batch
+    refiner.refine_batch = lambda batch, windows, batch_boxes: boxes.extend(batch_boxes) or refine_batch(
+        batch, windows, batch_boxes)
     stats = RefineStats()
     refined = list(refiner.refine(iter(frames), speech, 25, stats))
 
@@ -134,8 +135,10 @@ def test_refiner_without_weights_says_what_is_missing(tmp_path):
         LipRefiner.load(tmp_path, "cpu", locator=object())
 
 
-def test_a_stream_session_gives_every_frame_the_window_the_whole_clip_gives(monkeypatch):
-    """Speech and frames arriving piece by piece (the stream, /ws) get the same mel windows as one clip."""
+def test_a_stream_session_gives_every_frame_the_window_the_whole_clip_gives(monkeypatch, tmp_path):
+    """Speech and frames arriving piece by piece (the stream, /ws) get the same mel windows as one clip,
+    and come out in order, none before its speech, each at the latest one call after it was ready."""
+    from runtime.engines.wav2lip.tracking import FaceTracker
     from runtime.media.audio import Speech
 
     rng = np.random.default_rng(3)
@@ -144,21 +147,25 @@ def test_a_stream_session_gives_every_frame_the_window_the_whole_clip_gives(monk
     frames = [np.full((4, 4, 3), i, np.uint8) for i in range(frame_total)]
     seen: dict[int, np.ndarray] = {}
 
-    def record(self, batch, windows, previous, stats):
+    def record(self, batch, windows, boxes):
         for frame, window in zip(batch, windows):
             seen[int(frame[0, 0, 0])] = window
-        return batch, previous
+        return batch
 
     monkeypatch.setattr(LipRefiner, "refine_batch", record)
-    refiner = LipRefiner.__new__(LipRefiner)
-    refiner.batch_size = 16
+    monkeypatch.setattr(FaceTracker, "track", lambda self, batch: [None] * len(batch))
+    write_wav2lip_checkpoint(tmp_path / "wav2lip" / "wav2lip.pth")
+    refiner = LipRefiner.load(tmp_path, "cpu", locator=object(), batch_size=16)
     session = refiner.session(fps)
-    out = []
+    out, ready_before = [], 0
     for step in range(10):  # 0.3 s of speech and 7-8 frames at a time
         out += session.add_frames(frames[step * frame_total // 10:(step + 1) * frame_total // 10])
-        # a frame comes out once its window's speech (0.2 s from the frame on, + 25 ms) has arrived
+        # a frame is ready once its window's speech (0.2 s from the frame on, + 25 ms) has arrived
         heard, given = step * 4800, (step + 1) * frame_total // 10
-        assert len(out) == sum(1 for i in range(given) if (int(i * 3.2) + 15) * 200 + 400 <= heard)
+        ready = sum(1 for i in range(given) if (int(i * 3.2) + 15) * 200 + 400 <= heard)
+        assert ready_before <= len(out) <= ready
+        assert [int(f[0, 0, 0]) for f in out] == list(range(len(out)))
+        ready_before = ready
         session.add_speech(Speech(samples[step * 4800:(step + 1) * 4800], 16_000))
     out += session.finish()
     assert [int(f[0, 0, 0]) for f in out] == list(range(frame_total))
@@ -167,3 +174,41 @@ def test_a_stream_session_gives_every_frame_the_window_the_whole_clip_gives(monk
     whole = wav2lip_mel.mel_windows(wav2lip_mel.melspectrogram(samples), fps, range(frame_total))
     for index in range(frame_total):
         assert np.allclose(seen[index], whole[index], atol=1e-5), index
+
+
+def test_tracker_detects_every_few_frames_and_every_frame_where_the_face_jumps(astronaut, face_locator):
+    """A head that sways is detected on every 8th frame and interpolated between; where it jumps (a
+    fast turn, a cut) the neighbouring detections disagree and each frame between is detected on its
+    own; a frame where the detector finds nothing keeps its neighbours' boxes."""
+    import cv2
+
+    from runtime.engines.wav2lip.tracking import FaceTracker
+
+    canvas = np.pad(astronaut, ((64, 64), (64, 192), (0, 0)), mode="edge")  # room to move right
+
+    def shifted(dx: int) -> np.ndarray:
+        return cv2.warpAffine(canvas, np.float32([[1, 0, dx], [0, 1, 0]]), canvas.shape[1::-1],
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    offsets = [i + (100 if i >= 44 else 0) for i in range(64)]  # 1 px a frame, and a 100 px jump at 44
+    frames = [shifted(dx) for dx in offsets]
+    truth = [np.array(face_locator.detect_box(frame), float) for frame in frames]
+    frames[23] = np.full_like(frames[23], 128)  # a frame the tracker looks at, without a face
+
+    tracker = FaceTracker(face_locator, detect_every=8)
+    boxes, detections = [], []
+    for start in range(0, len(frames), 16):  # the refiner's batches
+        before = tracker.stats.detections
+        boxes += tracker.track(frames[start:start + 16])
+        detections.append(tracker.stats.detections - before)
+
+    side = truth[0][2] - truth[0][0]
+    errors = [np.abs(np.array(box, float) - expected).max() / side for box, expected in zip(boxes, truth)]
+    assert max(errors) < 0.12, np.round(errors, 3)  # every frame's box on its face, the jump included
+    assert detections[0] == 3  # the stream's first frame, then every 8th
+    assert detections[1] == 2 + 1  # the faceless frame looked for near its last box and in the whole frame
+    # frames 39 and 47 (which is not near 39's box: then the whole frame), and each frame between
+    # on its own (44, where the face jumped, twice)
+    assert tracker.stats.drift_frames == 7 and detections[2] == 3 + 7 + 1
+    assert detections[3] == 2  # swaying again: one detection per 8 frames
+    assert tracker.stats.found == tracker.stats.detections - 4  # the faceless frame twice, the jump's near looks

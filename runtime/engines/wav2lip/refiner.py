@@ -1,55 +1,40 @@
 """The lip refiner: Wav2Lip re-draws the lower face of frames another backend made, from the speech.
 
-Per batch of frames: the face box from our MediaPipe locator (on every few frames, interpolated
-between; upstream used s3fd on each frame), the box padded downwards to take in the chin as
-upstream's default pads do, cropped and resized to 96 px, the network run on the device with each
-frame's 16-frame mel window, and its lower face pasted back through a feathered mask, so that
-everything above the nose and outside the face box keeps the backend's pixels exactly.
+Per batch of frames: the face box from our MediaPipe locator, tracked rather than detected on every
+frame (tracking.FaceTracker; upstream used s3fd on each frame), padded downwards to take in the chin
+as upstream's default pads do; then, on the device, the boxes cropped and resized to 96 px, the
+network run with each frame's 16-frame mel window, and its lower face pasted back through a
+feathered mask (crops.py), so that everything above the nose and outside the face box keeps the
+backend's pixels exactly. Only the region of the frames that holds the batch's boxes travels to
+the device and back.
+
+The work runs on a thread of the refiner's own (and a CUDA stream of its own), so a stream's
+frames are refined while the backend renders the next ones.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
-from functools import lru_cache
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-import cv2
 import numpy as np
 import torch
 
 from ...media.audio import Speech, resample
 from ...media.landmarks import FaceLocator
 from .checkpoint import find_checkpoint, load_wav2lip
+from .crops import FACE_SIZE, crop_faces, feather_mask, paste_faces  # noqa: F401  (feather_mask re-exported)
 from .mel import HOP, MEL_FRAMES_PER_SECOND, MEL_WINDOW_FRAMES, N_FFT, SAMPLE_RATE, mel_windows, melspectrogram
 from .network import Wav2Lip
+from .tracking import Box, FaceTracker, TrackingStats
 
 log = logging.getLogger(__name__)
 
-FACE_SIZE = 96  # px, the network's input and output side
 CHIN_PAD = 0.10  # box height added below the detected box (upstream pads 10 px at ~100 px faces)
-# The mask, as fractions of the face box: 0 above MASK_TOP, ramping to 1 by MASK_FULL (mouth and
-# chin), ramping back to 0 over the outer EDGE_FEATHER on the sides and the bottom.
-MASK_TOP, MASK_FULL = 0.52, 0.64
-EDGE_FEATHER = 0.12
-
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
-@lru_cache(maxsize=64)
-def feather_mask(height: int, width: int) -> np.ndarray:
-    """(height, width, 1) float32 weights of the refined face inside a face box of that size: exactly
-    0 above MASK_TOP of its height and on its border, 1 over the mouth and chin, smooth between."""
-    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)  # first and last row and column: exactly 0
-    cols = np.linspace(0.0, 1.0, width, dtype=np.float32)
-    vertical = _smoothstep((rows - MASK_TOP) / (MASK_FULL - MASK_TOP)) * _smoothstep((1 - rows) / (EDGE_FEATHER / 2))
-    horizontal = _smoothstep(cols / EDGE_FEATHER) * _smoothstep((1 - cols) / EDGE_FEATHER)
-    return (vertical[:, None] * horizontal[None, :])[:, :, None]
 
 
 def face_box(detected: Box, frame_shape: tuple[int, ...]) -> Box:
@@ -61,15 +46,28 @@ def face_box(detected: Box, frame_shape: tuple[int, ...]) -> Box:
 
 @dataclass
 class RefineStats:
-    """What a refine() call did, for logs and /health."""
+    """What a stream's refinement (or the refiner over its life) did, for logs, /health and benches."""
 
     frames: int = 0
     refined: int = 0  # frames with a face, re-drawn
     no_face: int = 0  # frames passed through unchanged: no face found in or near them
+    tracking: TrackingStats = field(default_factory=TrackingStats)
+
+    def add(self, other: "RefineStats") -> None:
+        self.frames += other.frames
+        self.refined += other.refined
+        self.no_face += other.no_face
+        self.tracking.add(other.tracking)
+
+    def as_dict(self) -> dict:
+        return {"frames": self.frames, "refined": self.refined, "no_face": self.no_face,
+                "detections": self.tracking.detections, "detection_hit_rate": self.tracking.hit_rate,
+                "drift_frames": self.tracking.drift_frames}
 
 
 class LipRefiner:
-    """Wav2Lip over any backend's frames. Loads once; refine() runs per clip, not thread-safe."""
+    """Wav2Lip over any backend's frames. Loads once; any number of sessions (streams) share it:
+    their batches run one at a time on the refiner's worker thread."""
 
     name = "wav2lip"
 
@@ -92,6 +90,10 @@ class LipRefiner:
         self.checkpoint = checkpoint
         self.batch_size = batch_size
         self.detect_every = detect_every
+        self.totals = RefineStats()  # every session's, since load
+        # One worker: the network and the trackers' detector calls never run concurrently.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lip-refiner")
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @classmethod
     def load(cls, models_dir: Path, device: str, locator: Optional[FaceLocator] = None, **options) -> "LipRefiner":
@@ -101,19 +103,53 @@ class LipRefiner:
 
     def describe(self) -> dict:
         return {"name": self.name, "checkpoint": self.checkpoint, "device": self.device.type,
-                "dtype": str(self.dtype).removeprefix("torch."), "batch_size": self.batch_size}
+                "dtype": str(self.dtype).removeprefix("torch."), "batch_size": self.batch_size,
+                "detect_every": self.detect_every, "since_start": self.totals.as_dict()}
+
+    def submit(self, work, *args) -> Future:
+        """Run work(*args) on the refiner's worker thread (in its CUDA stream)."""
+        return self._worker.submit(self._in_stream, work, *args)
+
+    def _in_stream(self, work, *args):
+        if self._stream is None:
+            return work(*args)
+        with torch.cuda.stream(self._stream):
+            return work(*args)
 
     @torch.inference_mode()
-    def predict(self, faces: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """faces (B, 96, 96, 3) RGB uint8, windows (B, 1, 80, 16) mel -> (B, 96, 96, 3) RGB float32 0-255."""
-        bgr = torch.from_numpy(np.ascontiguousarray(faces[..., ::-1])).to(self.device)
-        bgr = bgr.permute(0, 3, 1, 2).to(self.dtype) / 255.0
+    def predict(self, faces: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
+        """faces (B, 3, 96, 96) RGB float 0-255 on the device, windows (B, 1, 80, 16) mel ->
+        (B, 3, 96, 96) RGB float32 0-255 on the device."""
+        bgr = faces.flip(1).to(self.dtype) / 255.0
         masked = bgr.clone()
         masked[:, :, FACE_SIZE // 2:] = 0  # upstream blanks the lower half: the network must draw it
         inputs = torch.cat((masked, bgr), dim=1).contiguous(memory_format=self.memory_format)
         mel = torch.from_numpy(windows).to(self.device, self.dtype)
-        out = self.network(mel, inputs).float() * 255.0
-        return out.permute(0, 2, 3, 1).flip(-1).cpu().numpy()
+        return self.network(mel, inputs).float().flip(1) * 255.0
+
+    @torch.inference_mode()
+    def refine_batch(self, frames: list[np.ndarray], windows: np.ndarray,
+                     boxes: list[Optional[Box]]) -> list[np.ndarray]:
+        """frames (H, W, 3) RGB uint8 with their mel windows (len(frames), 1, 80, 16) and face boxes
+        (padded, in frame pixels; None: leave the frame) -> the refined frames (new arrays)."""
+        out = list(frames)
+        by_shape: dict[tuple, list[int]] = {}
+        for index, box in enumerate(boxes):
+            if box is not None:
+                by_shape.setdefault(frames[index].shape, []).append(index)
+        for indices in by_shape.values():
+            corners = np.array([boxes[i] for i in indices])
+            x0, y0 = corners[:, :2].min(axis=0)
+            x1, y1 = corners[:, 2:].max(axis=0)
+            regions = np.stack([frames[i][y0:y1, x0:x1] for i in indices])  # one upload for the batch
+            region = torch.from_numpy(regions).to(self.device).permute(0, 3, 1, 2).float()
+            in_region = torch.from_numpy((corners - np.array([x0, y0, x0, y0])).astype(np.float32)).to(self.device)
+            drawn = self.predict(crop_faces(region, in_region), windows[indices])
+            pasted = paste_faces(region, drawn, in_region).cpu().numpy()
+            for k, i in enumerate(indices):
+                out[i] = frames[i].copy()
+                out[i][y0:y1, x0:x1] = pasted[k]
+        return out
 
     def session(self, fps: float, stats: Optional[RefineStats] = None) -> "RefineSession":
         """A stream of frames and speech arriving piece by piece (one clip or one conversation)."""
@@ -135,57 +171,6 @@ class LipRefiner:
         yield from session.add_frames(batch)
         yield from session.finish()
 
-    def refine_batch(self, frames: list[np.ndarray], windows: np.ndarray,
-                     previous: Optional[Box], stats: RefineStats) -> tuple[list[np.ndarray], Optional[Box]]:
-        """frames with their mel windows (len(frames), 1, 80, 16) -> the refined frames, and the last
-        face box (for the next batch's tracking)."""
-        boxes = self.track_boxes(frames, previous)
-        stats.frames += len(frames)
-        with_face = [i for i, box in enumerate(boxes) if box is not None]
-        stats.refined += len(with_face)
-        stats.no_face += len(frames) - len(with_face)
-        if not with_face:
-            return frames, previous
-        crops = np.stack([
-            cv2.resize(frames[i][boxes[i][1]:boxes[i][3], boxes[i][0]:boxes[i][2]], (FACE_SIZE, FACE_SIZE))
-            for i in with_face
-        ])
-        predicted = self.predict(crops, windows[with_face])
-        out = list(frames)
-        for face, i in zip(predicted, with_face):
-            out[i] = paste(frames[i], face, boxes[i])
-        return out, boxes[with_face[-1]]
-
-    def track_boxes(self, frames: list[np.ndarray], previous: Optional[Box]) -> list[Optional[Box]]:
-        """A face box per frame: detected on every `detect_every`-th frame and the last, linearly
-        interpolated between; frames before the first detection take `previous` (the last batch's)."""
-        probes = sorted(set(range(0, len(frames), self.detect_every)) | {len(frames) - 1})
-        found: dict[int, np.ndarray] = {}
-        for index in probes:
-            try:
-                found[index] = np.array(face_box(self.locator.detect_box(frames[index]), frames[index].shape), float)
-            except Exception:  # NoFaceError, or a face too small: keep the neighbours' boxes
-                continue
-        if not found:
-            return [previous] * len(frames)
-        known = sorted(found)
-        boxes: list[Optional[Box]] = []
-        for index in range(len(frames)):
-            if index <= known[0]:
-                box = found[known[0]] if previous is None else None
-                if box is None:  # between the last batch's box and this batch's first detection
-                    weight = (index + 1) / (known[0] + 1)
-                    box = (1 - weight) * np.array(previous, float) + weight * found[known[0]]
-            elif index >= known[-1]:
-                box = found[known[-1]]
-            else:
-                after = next(k for k in known if k >= index)
-                before = max(k for k in known if k <= index)
-                weight = 0.0 if after == before else (index - before) / (after - before)
-                box = (1 - weight) * found[before] + weight * found[after]
-            boxes.append(tuple(int(round(v)) for v in box))
-        return boxes
-
 
 class RefineSession:
     """Frames and speech of one stream, arriving piece by piece, refined as soon as the speech for a
@@ -193,60 +178,90 @@ class RefineSession:
     come out in order. Speech is kept from a little before the oldest frame still waiting, so memory
     stays bounded however long the stream runs; mel frames are those the whole clip would give
     (speech resampled to 16 kHz piece by piece may differ at the seams by the resampler's filter).
+
+    The batches run on the refiner's worker: add_frames() returns the batches that are done, and
+    waits only for those handed over by earlier calls, so a batch is refined while the caller renders
+    the next; finish() waits for all.
     """
 
     def __init__(self, refiner: LipRefiner, fps: float, stats: Optional[RefineStats] = None):
         self.refiner = refiner
         self.fps = fps
         self.stats = stats if stats is not None else RefineStats()
+        self.tracker = FaceTracker(refiner.locator, detect_every=refiner.detect_every, stats=self.stats.tracking)
         self._samples = np.zeros(0, np.float32)  # 16 kHz speech from global sample _origin on
         self._origin = 0  # a multiple of the mel hop, so buffer mel frames line up with the clip's
         self._pending: list[np.ndarray] = []  # frames waiting for their speech
         self._next_frame = 0  # global index of _pending[0]
-        self._previous_box: Optional[Box] = None
+        self._in_flight: deque[tuple[Future, int]] = deque()  # (batch, the add_frames call that handed it over)
+        self._calls = 0
 
     def add_speech(self, speech: Speech) -> None:
         self._samples = np.concatenate([self._samples, resample(speech, SAMPLE_RATE).samples.astype(np.float32)])
 
     def add_frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """Queue frames; returns those whose speech has arrived, refined, in order."""
+        """Queue frames; returns refined frames in order: those of batches already done, and at least
+        every frame handed over before this call."""
+        self._calls += 1
         self._pending.extend(frames)
         heard = self._origin + len(self._samples)
         ready = 0
         while ready < len(self._pending):
-            last_mel = int((self._next_frame + ready) * (MEL_FRAMES_PER_SECOND / self.fps)) + MEL_WINDOW_FRAMES - 1
-            if last_mel * HOP + N_FFT // 2 > heard:
+            if self._last_mel(self._next_frame + ready) * HOP + N_FFT // 2 > heard:
                 break
             ready += 1
-        return self._refine(ready, final=False)
+        self._hand_over(ready, final=False)
+        return self._collect(wait_before=self._calls)
 
     def finish(self) -> list[np.ndarray]:
         """The frames still waiting (the clip's end: their windows clamp to its last mel frames)."""
-        return self._refine(len(self._pending), final=True)
+        self._hand_over(len(self._pending), final=True)
+        out = self._collect(wait_before=self._calls + 1)
+        if self.stats.no_face:
+            log.warning("lip refiner: no face on %d of %d frames; those kept the backend's pixels",
+                        self.stats.no_face, self.stats.frames)
+        return out
 
-    def _refine(self, count: int, final: bool) -> list[np.ndarray]:
+    def _last_mel(self, frame_index: int) -> int:
+        return int(frame_index * (MEL_FRAMES_PER_SECOND / self.fps)) + MEL_WINDOW_FRAMES - 1
+
+    def _hand_over(self, count: int, final: bool) -> None:
+        """Start refining the first `count` waiting frames, batch by batch, on the worker."""
         if count == 0:
-            return []
+            return
         frames, self._pending = self._pending[:count], self._pending[count:]
         first = self._next_frame
         indices = list(range(first, first + count))
-        mel = melspectrogram(self._samples)  # this buffer's mel frames = the clip's from _origin / HOP on
-        offset = self._origin // HOP
-        if final:
-            windows = mel_windows(mel, self.fps, [i for i in indices], mel_offset=offset)
-        else:
-            windows = mel_windows(mel, self.fps, indices, mel_offset=offset, clamp=False)
-        out: list[np.ndarray] = []
+        samples = self._samples
+        if not final:  # the mel frames these windows need, not the whole buffer's
+            samples = samples[:min(len(samples), self._last_mel(indices[-1]) * HOP + N_FFT // 2 + 1 - self._origin)]
+        mel = melspectrogram(samples)  # this buffer's mel frames = the clip's from _origin / HOP on
+        windows = mel_windows(mel, self.fps, indices, mel_offset=self._origin // HOP, clamp=final)
         for start in range(0, count, self.refiner.batch_size):
             stop = min(count, start + self.refiner.batch_size)
-            refined, self._previous_box = self.refiner.refine_batch(
-                frames[start:stop], windows[start:stop], self._previous_box, self.stats)
-            out.extend(refined)
+            future = self.refiner.submit(self._refine, frames[start:stop], windows[start:stop])
+            self._in_flight.append((future, self._calls))
         self._next_frame += count
         self._forget_heard_speech()
-        if final and self.stats.no_face:
-            log.warning("lip refiner: no face on %d of %d frames; those kept the backend's pixels",
-                        self.stats.no_face, self.stats.frames)
+
+    def _refine(self, frames: list[np.ndarray], windows: np.ndarray) -> list[np.ndarray]:
+        """On the worker: track the faces of one batch, refine it, count what happened."""
+        before = dataclasses.replace(self.stats.tracking)
+        boxes = [None if box is None else face_box(box, frame.shape)
+                 for box, frame in zip(self.tracker.track(frames), frames)]
+        refined = self.refiner.refine_batch(frames, windows, boxes)
+        found = sum(box is not None for box in boxes)
+        batch = RefineStats(len(frames), found, len(frames) - found, self.stats.tracking.since(before))
+        self.stats.frames, self.stats.refined, self.stats.no_face = (
+            self.stats.frames + batch.frames, self.stats.refined + batch.refined, self.stats.no_face + batch.no_face)
+        self.refiner.totals.add(batch)
+        return refined
+
+    def _collect(self, wait_before: int) -> list[np.ndarray]:
+        """Frames of the batches done, in order, waiting for those handed over before call `wait_before`."""
+        out: list[np.ndarray] = []
+        while self._in_flight and (self._in_flight[0][1] < wait_before or self._in_flight[0][0].done()):
+            out.extend(self._in_flight.popleft()[0].result())
         return out
 
     def _forget_heard_speech(self) -> None:
@@ -256,15 +271,3 @@ class RefineSession:
         if keep_from > self._origin:
             self._samples = self._samples[keep_from - self._origin:]
             self._origin = keep_from
-
-
-def paste(frame: np.ndarray, face: np.ndarray, box: Box) -> np.ndarray:
-    """frame (H, W, 3) uint8 with `face` (96, 96, 3) float 0-255 resized into `box` through the
-    feathered mask; pixels where the mask is 0 are returned unchanged."""
-    x0, y0, x1, y1 = box
-    region = frame[y0:y1, x0:x1].astype(np.float32)
-    resized = cv2.resize(face, (x1 - x0, y1 - y0))
-    mask = feather_mask(y1 - y0, x1 - x0)
-    out = frame.copy()
-    out[y0:y1, x0:x1] = np.clip(np.rint(region + mask * (resized - region)), 0, 255).astype(np.uint8)
-    return out
