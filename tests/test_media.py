@@ -36,8 +36,9 @@ def test_audio_and_video_line_up_to_the_frame(tmp_path):
 
 def test_fragmented_stream_keeps_sync_and_starts_every_fragment_on_a_keyframe(tmp_path):
     """The same click-and-flash clip as a fragmented MP4 fed in uneven speech pieces: init
-    segment first, ~0.5 s fragments each starting on a keyframe with the audio of the same span,
-    continuous timestamps, audio and video of equal length, and the click still on the flash."""
+    segment first, a short first fragment (a player starts after 4 frames) and fragments doubling
+    to ~0.5 s, each starting on a keyframe with the audio of the same span, continuous timestamps,
+    audio and video of equal length, and the click still on the flash."""
     from runtime.media.encode import Mp4Encoder
     from runtime.media.fmp4 import FragmentReader, iter_boxes
 
@@ -53,15 +54,15 @@ def test_fragmented_stream_keeps_sync_and_starts_every_fragment_on_a_keyframe(tm
         encoder.add_frame(np.full((64, 96, 3), 255 if i == 100 else 0, np.uint8))
         pieces.append(encoder.take())
         fragments += reader.feed(pieces[-1])
-    assert sum(map(len, pieces[:11])) == 0, "nothing is cut before the first fragment is complete"
+    assert sum(map(len, pieces[:4])) == 0 and pieces[4], "the 4-frame first fragment leaves with the next keyframe"
     result = encoder.close()
     pieces.append(encoder.take())
     fragments += reader.feed(pieces[-1])
     data = b"".join(pieces)
     assert result.frames == 150
     assert [kind for kind, _, _ in iter_boxes(data)][:4] == [b"ftyp", b"moov", b"moof", b"mdat"]
-    assert len(fragments) == 13 and all(f.runs["video"].starts_with_keyframe for f in fragments)
-    assert [f.runs["video"].samples for f in fragments] == [12] * 12 + [6]
+    assert len(fragments) == 14 and all(f.runs["video"].starts_with_keyframe for f in fragments)
+    assert [f.runs["video"].samples for f in fragments] == [4, 8] + [12] * 11 + [6]
     for before, after in zip(fragments, fragments[1:]):
         for kind in ("video", "audio"):
             assert before.runs[kind].start + before.runs[kind].duration == after.runs[kind].start

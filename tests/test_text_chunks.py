@@ -48,3 +48,13 @@ def test_a_stream_starts_on_small_chunks_that_grow():
         assert len(chunk) <= bound
         bound = min(200, bound * 2)
     assert len(chunks[0]) <= 60 and max(map(len, chunks)) > 120
+
+
+def test_a_stream_opens_on_its_first_few_words():
+    """The first chunk is what the first frame waits for: the first clause where one is short,
+    else the words that fit; the rest of the sentence follows whole."""
+    assert ramped_chunks("Hello there, it is good to see you again today.") == [
+        "Hello there,", "it is good to see you again today."]
+    opening, *rest = ramped_chunks("one two three four five six seven eight nine ten eleven twelve", first_chars=32)
+    assert opening == "one two three four five six" and " ".join(rest) == "seven eight nine ten eleven twelve"
+    assert ramped_chunks("Hi.") == ["Hi."]

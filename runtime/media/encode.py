@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import av
 import numpy as np
@@ -18,6 +18,19 @@ from .audio import Speech
 
 AUDIO_SAMPLE_RATE = 48000  # AAC's native rate; speech is resampled to it once, here
 _AUDIO_BLOCK = 8192  # samples handed to the AAC encoder at a time (it re-frames them to 1024)
+_AAC_DELAY = 2048  # samples (48 kHz) the AAC encoder holds before their packet comes out: priming + a frame
+# A stream's first fragment: short, so a player shows a frame after a few frames are encoded;
+# the next ones double up to the regular length, each covering the time to encode the one after.
+FIRST_FRAGMENT_SECONDS = 0.16
+
+
+def fragment_lengths(fragment_frames: int, first_frames: int) -> Iterator[int]:
+    """Frames in each fragment of a stream, forever: first_frames, doubling up to fragment_frames,
+    then fragment_frames."""
+    length = max(1, min(first_frames, fragment_frames))
+    while True:
+        yield length
+        length = min(fragment_frames, 2 * length)
 
 
 @dataclass(frozen=True)
@@ -49,13 +62,15 @@ class Mp4Encoder:
 
     add_speech() takes the speech as it is synthesized (any sample rate, mono float32), add_frame()
     each video frame; close() pads or trims the audio to exactly frames / fps seconds, so audio
-    and video end together. The AAC encoder's priming samples are trimmed by an edit list, so
-    audio starts with the first frame.
+    and video end together (a stream encodes its audio 43 ms ahead of the frames: its speech must
+    not outlast them, as the pipeline's never does). The AAC encoder's priming samples are trimmed
+    by an edit list, so audio starts with the first frame.
 
     path given: a regular mp4 with the moov atom first (faststart). path None: a fragmented MP4
     whose bytes are returned by take() as they are ready; a fragment is cut at every keyframe,
-    one every fragment_frames frames (the GOP), and x264 runs without lookahead so that a
-    fragment leaves the encoder one frame after its last one went in."""
+    and x264 runs without lookahead, so a fragment leaves the encoder as the next one's first
+    frame goes in. Keyframes are placed so that fragments last fragment_lengths(): the first
+    FIRST_FRAGMENT_SECONDS, doubling up to fragment_frames (the GOP)."""
 
     def __init__(self, fps: int, *, path: Optional[Path] = None, fragment_frames: Optional[int] = None,
                  preset: str = "veryfast", crf: int = 20):
@@ -64,6 +79,13 @@ class Mp4Encoder:
         self.fps = fps
         self.path = path
         self.fragment_frames = fragment_frames
+        self._fragment_lengths = (fragment_lengths(fragment_frames, round(FIRST_FRAGMENT_SECONDS * fps))
+                                  if fragment_frames is not None else None)
+        self._next_keyframe = 0  # the frame that starts the next fragment
+        # The muxer writes a video packet only once an audio packet at or after it is in: a stream's
+        # audio is encoded the AAC delay ahead (speech there is known), so a fragment leaves as soon
+        # as the next one's keyframe is in, not a frame later.
+        self._audio_lead = _AAC_DELAY if fragment_frames is not None else 0
         self._preset, self._crf = preset, crf
         self._sink = _Collector() if path is None else None
         self._container = None
@@ -91,11 +113,16 @@ class Mp4Encoder:
     def add_frame(self, frame: np.ndarray) -> None:
         if self._video is None:
             self._open(frame.shape[1], frame.shape[0])
+        # Converted here, not inside encode(), whose conversion drops the picture type.
         picture = av.VideoFrame.from_ndarray(frame[: self._video.height, : self._video.width], format="rgb24")
+        picture = picture.reformat(format="yuv420p")
         picture.pts = self.frames
+        if self._fragment_lengths is not None and self.frames == self._next_keyframe:
+            picture.pict_type = av.video.frame.PictureType.I  # an IDR (closed GOP): the muxer cuts here
+            self._next_keyframe += next(self._fragment_lengths)
         self._container.mux(self._video.encode(picture))
         self.frames += 1
-        self._encode_audio(until=round(self.frames * AUDIO_SAMPLE_RATE / self.fps))
+        self._encode_audio(until=round(self.frames * AUDIO_SAMPLE_RATE / self.fps) + self._audio_lead)
 
     def take(self) -> bytes:
         """Fragmented stream only: the bytes written since the last call (the init segment comes
@@ -146,7 +173,7 @@ class Mp4Encoder:
         options = {"preset": self._preset, "crf": str(self._crf)}
         if self.fragment_frames is not None:
             gop = str(self.fragment_frames)
-            options.update(g=gop, keyint_min=gop, sc_threshold="0", tune="zerolatency")
+            options.update(g=gop, sc_threshold="0", tune="zerolatency")
         video.options = options
         video.codec_context.time_base = Fraction(1, self.fps)
         self._video = video

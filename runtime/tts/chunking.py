@@ -32,18 +32,40 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     return [chunk for chunk in chunks if chunk]
 
 
-def ramped_chunks(text: str, max_chars: int = DEFAULT_MAX_CHARS, first_chars: int = 60) -> list[str]:
+def ramped_chunks(text: str, max_chars: int = DEFAULT_MAX_CHARS, first_chars: int = 32, min_first_chars: int = 10) -> list[str]:
     """split_text's chunks, the first ones cut smaller: a stream can start on the first after a short
-    synthesis, and each chunk's synthesis then fits in the playing time of the ones before it. The
-    bound starts at first_chars and doubles with each chunk up to max_chars."""
-    bound = min(first_chars, max_chars)
+    synthesis, and each chunk's synthesis then fits in the playing time of the ones before it.
+
+    The first chunk is a few words (the first clause of min_first_chars to first_chars characters
+    where there is one, else the words that fit in first_chars), so the first frame waits only
+    for their synthesis; the bound then starts at 2 * first_chars and doubles with each chunk up
+    to max_chars."""
     chunks: list[str] = []
+    bound = min(first_chars, max_chars)
     for chunk in split_text(text, max_chars):
+        if not chunks and len(chunk) > bound:
+            opening = _opening(chunk, bound, min_first_chars)
+            chunks.append(opening)
+            chunk = chunk[len(opening):].strip()
+            bound = min(max_chars, bound * 2)
+            if not chunk:
+                continue
         pieces = split_text(chunk, bound) if len(chunk) > bound else [chunk]
         for piece in pieces:
             chunks.append(piece)
             bound = min(max_chars, bound * 2)
     return chunks
+
+
+def _opening(sentence: str, max_chars: int, min_chars: int) -> str:
+    """The first few words of sentence, at most max_chars: up to its first clause boundary that
+    leaves at least min_chars (a natural pause to stop at), else as many words as fit."""
+    for boundary in _CLAUSE_END.finditer(sentence):
+        if min_chars <= boundary.start() <= max_chars:
+            return sentence[:boundary.start()]
+        if boundary.start() > max_chars:
+            break
+    return _merge(_words(sentence, max_chars), max_chars)[0]
 
 
 def _bounded(sentence: str, max_chars: int) -> list[str]:
