@@ -25,8 +25,8 @@ from runtime.engines.liveportrait.warping_module import WarpingNetwork
 
 # Every exact speed rewrite the engine has (engine.SPEED_OPTIONS), for the tests that render with
 # all of them against the plain networks (fp32 on the CPU, half precision on CUDA).
-EVERY_REWRITE = {"align_channels": True, "spectral_mask_conv": True, "stacked_3d_convs": True,
-                 "split_decoder_conv": True, "low_res_upsample_convs": True, "occlusion_taps": True}
+EVERY_REWRITE = {"align_channels": True, "spectral_mask_conv": True, "split_decoder_conv": True,
+                 "low_res_upsample_convs": True, "occlusion_taps": True}
 
 _CACHE: dict[int, Path] = {}
 

@@ -57,8 +57,6 @@ def _render(networks, precision: str, **options) -> torch.Tensor:
 VARIANTS = {
     "fp16": ("fp16", {}),
     "bf16": ("bf16", {}),
-    "fp16-stacked-mask-conv": ("fp16", {"stacked_mask_conv": True}),
-    "fp16-aligned-stacked": ("fp16", {"align_channels": True, "stacked_mask_conv": True}),
     "fp16-every-rewrite": ("fp16", EVERY_REWRITE),
     "bf16-every-rewrite": ("bf16", EVERY_REWRITE),
     "fp16-defaults": ("fp16", CUDA_DEFAULTS),  # what the service runs: compiled, every default rewrite

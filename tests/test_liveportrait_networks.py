@@ -106,25 +106,18 @@ def _keypoint_pair(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return source, driving
 
 
-@pytest.mark.parametrize("variant", ["as-loaded", "batchnorm-folded", "stacked-mask-conv", "every-rewrite",
-                                     "spectral-mask-conv", "cuda-defaults"])
+@pytest.mark.parametrize("variant", ["as-loaded", "batchnorm-folded", "spectral-mask-conv", "cuda-defaults"])
 def test_warping_module_matches_upstream(models_dir, upstream_config, variant):
     ours = ckpt.load_base_model(models_dir / "liveportrait", "warping_module")
     motion = ours.dense_motion_network
     if variant != "as-loaded":
         ours.fold_norm()
-    if variant == "every-rewrite":  # what the engine runs on CUDA (conv_rewrites.py), in fp32
-        motion.align_channels()
-        motion.hourglass.rewrite_3d_convs(depth_slices=True, low_res_upsample=True)
-        motion.use_occlusion_taps()
-    if variant in ("stacked-mask-conv", "every-rewrite"):
-        motion.use_stacked_mask_conv()
     if variant == "spectral-mask-conv":
         motion.align_channels()
         motion.use_spectral_mask_conv(FEATURE_VOLUME)
-    if variant == "cuda-defaults":  # the rewrites the engine runs on CUDA, here in fp32
+    if variant == "cuda-defaults":  # every rewrite the engine runs on CUDA (conv_rewrites.py), here in fp32
         motion.align_channels()
-        motion.hourglass.rewrite_3d_convs(depth_slices=False, low_res_upsample=True, split_decoder_conv=True)
+        motion.hourglass.rewrite_3d_convs(low_res_upsample=True, split_decoder_conv=True)
         motion.use_spectral_mask_conv(FEATURE_VOLUME)
         motion.use_occlusion_taps()
     theirs = _upstream("warping_module", upstream_config, models_dir)

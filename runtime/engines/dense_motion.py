@@ -39,13 +39,8 @@ class DenseMotionNetwork(nn.Module):
         self.occlusion = nn.Conv2d(self.hourglass.out_filters * config.reshape_depth, 1, kernel_size=7, padding=3)
         self.norm_folded = False
         self.input_padding = 0  # zero channels appended to the hourglass input, see align_channels()
-        self.rewritten_mask: RewrittenConv | SpectralConv3d | None = None  # see use_*_mask_conv()
+        self.rewritten_mask: SpectralConv3d | None = None  # see use_spectral_mask_conv()
         self.rewritten_occlusion: RewrittenConv | None = None  # see use_occlusion_taps()
-
-    def use_stacked_mask_conv(self) -> None:
-        """Compute the 7x7x7 mask conv as one 2-D conv over depth slices (conv_rewrites): a GEMM
-        154 outputs wide instead of 22, which tensor cores fill better. Exact up to rounding."""
-        self.rewritten_mask = RewrittenConv(self.mask, depth_slices=True, align_outputs=16)  # 154 -> 160
 
     def use_spectral_mask_conv(self, volume_shape: tuple[int, int, int], compute_dtype: torch.dtype = torch.float32) -> None:
         """Compute the 7x7x7 mask conv over (D, H, W) = volume_shape in the frequency domain
@@ -65,7 +60,7 @@ class DenseMotionNetwork(nn.Module):
 
         Why: cuDNN's half-precision tensor-core kernels want channel counts divisible by 8. A small
         win (H200, fp16, batch 32: W 2.57 -> 2.49 ms/frame; the 3-D mask conv stays slow either
-        way, the stacked form is what fixes it). Exact, bit for bit: the added input channels are
+        way, the spectral form is what fixes it). Exact, bit for bit: the added input channels are
         zeros and meet zero weights; the decoder's added output channels have zero weights and
         bias, so they are relu(0) = 0."""
         if self.input_padding:

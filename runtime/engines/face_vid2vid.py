@@ -68,7 +68,6 @@ class ConvNormAct(nn.Module):
         self.leaky = leaky
         self.pool_kernel = None if not pool else ((2, 2) if dims == 2 else (1, 2, 2))
         self.norm_folded = False
-        self.rewritten: RewrittenConv | None = None  # see rewrite_3d_convs()
 
     def fold_norm(self) -> None:
         if not self.norm_folded:  # folding twice would apply the norm twice
@@ -76,7 +75,7 @@ class ConvNormAct(nn.Module):
             self.norm_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (self.rewritten or self.conv)(x)
+        x = self.conv(x)
         if not self.norm_folded:
             x = self.norm(x)
         x = F.leaky_relu(x) if self.leaky else F.relu(x)
@@ -109,7 +108,7 @@ class UpBlock3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
         self.norm = nn.BatchNorm3d(out_channels, affine=True)
         self.norm_folded = False
-        self.rewritten: RewrittenConv | None = None  # see rewrite_3d_convs()
+        self.rewritten: RewrittenConv | None = None  # upsample + conv at low resolution, see rewrite_3d_convs()
 
     def fold_norm(self) -> None:
         if not self.norm_folded:
@@ -117,10 +116,10 @@ class UpBlock3d(nn.Module):
             self.norm_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rewritten is not None and self.rewritten.upsample > 1:
+        if self.rewritten is not None:
             x = self.rewritten(x)  # upsample + conv computed at the input's resolution
         else:
-            x = (self.rewritten or self.conv)(upsample_hw(x))
+            x = self.conv(upsample_hw(x))
         if not self.norm_folded:
             x = self.norm(x)
         return F.relu(x)
@@ -194,22 +193,18 @@ class Hourglass(nn.Module):
             block.fold_norm()
         self.decoder.fold_norm()
 
-    def rewrite_3d_convs(self, depth_slices: bool, low_res_upsample: bool, split_decoder_conv: bool = False) -> None:
-        """Exact speed rewrites of every conv (conv_rewrites), after fold_norm() and any channel
-        padding: depth_slices runs each 3-D conv as a 2-D conv over depth slices;
-        low_res_upsample computes each up block's conv of a 2x-upsampled input at low resolution;
-        split_decoder_conv computes the decoder's last conv (144 outputs once aligned) as 128
-        outputs plus a depth-sliced rest (SplitOutputsConv), whatever depth_slices says."""
-        blocks = [*self.encoder.down_blocks, *self.decoder.up_blocks, self.decoder]
-        if not all(block.norm_folded for block in blocks):
+    def rewrite_3d_convs(self, low_res_upsample: bool, split_decoder_conv: bool = False) -> None:
+        """Exact speed rewrites of the convs (conv_rewrites), after fold_norm() and any channel
+        padding: low_res_upsample computes each up block's conv of a 2x-upsampled input at low
+        resolution; split_decoder_conv computes the decoder's last conv (144 outputs once aligned)
+        as 128 outputs plus a depth-sliced rest (SplitOutputsConv)."""
+        if not all(block.norm_folded for block in [*self.encoder.down_blocks, *self.decoder.up_blocks, self.decoder]):
             raise RuntimeError("rewrite_3d_convs() needs fold_norm() first (a rewrite copies the conv's weights)")
-        split = split_decoder_conv and self.decoder.conv.out_channels > DECODER_SPLIT
-        for block in blocks:
-            upsample = 2 if low_res_upsample and isinstance(block, UpBlock3d) else 1
-            if block is self.decoder and split:
-                block.rewritten = SplitOutputsConv(block.conv, DECODER_SPLIT)
-            elif depth_slices or upsample > 1:
-                block.rewritten = RewrittenConv(block.conv, upsample=upsample, depth_slices=depth_slices)
+        if low_res_upsample:
+            for block in self.decoder.up_blocks:
+                block.rewritten = RewrittenConv(block.conv, upsample=2)
+        if split_decoder_conv and self.decoder.conv.out_channels > DECODER_SPLIT:
+            self.decoder.rewritten = SplitOutputsConv(self.decoder.conv, DECODER_SPLIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

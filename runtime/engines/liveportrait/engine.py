@@ -59,12 +59,10 @@ DEFAULT_BATCH = {"cuda": 32, "mps": 4, "cpu": 2}
 # rewrites, equal up to rounding. CUDA_DEFAULTS says which a CUDA engine gets when the caller
 # leaves an option None; other devices get False.
 SPEED_OPTIONS = {
-    "stacked_mask_conv": "W's 7x7x7 mask conv as one wide 2-D conv over depth slices (conv_rewrites.py).",
-    "spectral_mask_conv": "that conv in the frequency domain instead (spectral_conv.py; fp16 transforms on CUDA, "
-                          "fp32 elsewhere); it wins over stacked_mask_conv when both are on.",
+    "spectral_mask_conv": "W's 7x7x7 mask conv in the frequency domain (spectral_conv.py; fp16 transforms on CUDA, "
+                          "fp32 elsewhere).",
     "align_channels": "W's 110 / 142-channel hourglass tensors zero-padded to 112 / 144 (bit-exact), channel "
                       "counts cuDNN's tensor-core kernels prefer.",
-    "stacked_3d_convs": "the rest of W's 3-D convs as 2-D convs over depth slices, like the mask conv.",
     "split_decoder_conv": "W's hourglass's last conv (144 outputs, which fill cuDNN's tiles badly) as a 128-output "
                           "conv plus a depth-sliced 16-output one.",
     "low_res_upsample_convs": "convs of nearest-upsampled inputs (W's up blocks, G's up-block SPADE hidden layers) "
@@ -77,11 +75,9 @@ SPEED_OPTIONS = {
                   "encoder thread beside the renderer held it often enough to starve the GPU (/generate "
                   "animated 4x slower than the bare engine).",
 }
-# On CUDA the spectral mask conv beats the stacked one, and cuDNN's 3-D kernels beat the sliced
-# 3x3x3 convs, so those two stay off; batch 64 renders no faster than 32 and needs twice the memory.
-CUDA_DEFAULTS = {"stacked_mask_conv": False, "spectral_mask_conv": True, "align_channels": True,
-                 "stacked_3d_convs": False, "split_decoder_conv": True, "low_res_upsample_convs": True,
-                 "occlusion_taps": True, "compile": True, "cuda_graph": True}
+# Batch 64 renders no faster than 32 on CUDA and needs twice the memory.
+CUDA_DEFAULTS = {"spectral_mask_conv": True, "align_channels": True, "split_decoder_conv": True,
+                 "low_res_upsample_convs": True, "occlusion_taps": True, "compile": True, "cuda_graph": True}
 assert CUDA_DEFAULTS.keys() == SPEED_OPTIONS.keys()
 
 @dataclass
@@ -131,18 +127,15 @@ def _to_memory_format(module: torch.nn.Module) -> None:
 def _rewrite_for_inference(networks: LivePortraitNetworks, options: dict[str, bool], spectral_dtype: torch.dtype) -> None:
     """Fold W's BatchNorms, fuse G's SPADE convs, then the exact rewrites `options` turns on, in
     the order they need: channel padding first, then the rewrites that copy the (padded, folded)
-    weights. The spectral mask conv, when asked for, replaces the stacked one."""
+    weights."""
     motion = networks.warping.dense_motion_network
     networks.warping.fold_norm()
     if options["align_channels"]:
         motion.align_channels()
-    motion.hourglass.rewrite_3d_convs(depth_slices=options["stacked_3d_convs"],
-                                      low_res_upsample=options["low_res_upsample_convs"],
+    motion.hourglass.rewrite_3d_convs(low_res_upsample=options["low_res_upsample_convs"],
                                       split_decoder_conv=options["split_decoder_conv"])
     if options["spectral_mask_conv"]:
         motion.use_spectral_mask_conv(FEATURE_VOLUME, spectral_dtype)
-    elif options["stacked_mask_conv"]:
-        motion.use_stacked_mask_conv()
     if options["occlusion_taps"]:
         motion.use_occlusion_taps()
     networks.generator.fuse(low_res_upsample=options["low_res_upsample_convs"])

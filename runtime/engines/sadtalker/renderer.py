@@ -159,7 +159,7 @@ def rewrite_dense_motion(motion: DenseMotionNetwork, size: int, spectral_dtype: 
     spectral_dtype), the one-output occlusion conv as taps. Equal up to rounding; call before the
     network changes precision."""
     motion.fold_norm()
-    motion.hourglass.rewrite_3d_convs(depth_slices=False, low_res_upsample=True)
+    motion.hourglass.rewrite_3d_convs(low_res_upsample=True)
     motion.use_spectral_mask_conv((VOLUME_DEPTH, size // 4, size // 4), spectral_dtype)
     motion.use_occlusion_taps()
 
