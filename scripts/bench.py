@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 
 from bench_tts import measure_tts  # noqa: E402  (scripts/ is on the path when run as a script)
-from local_service import local_service  # noqa: E402
+from testkit.service import local_service  # noqa: E402
 
 TEN_SECONDS_OF_SPEECH = (
     "Good morning, and welcome to the show. Today we are going to talk about the mountains of the north, "

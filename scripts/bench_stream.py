@@ -29,9 +29,9 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from local_service import local_service  # noqa: E402  (scripts/ is on the path when run as a script)
 from runtime.config import PACKAGE_DIR  # noqa: E402
 from runtime.media.fmp4 import FragmentReader  # noqa: E402
+from testkit.service import local_service  # noqa: E402
 
 ONE_SENTENCE = "Hello there, it is good to see you again today."
 PARAGRAPH = (

@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))
 
-from local_service import local_service_process  # noqa: E402
+from testkit.service import running_service  # noqa: E402
 
 SHORT_TEXTS = ["Hello there.", "Good morning, how are you today?", "This is a short sentence to speak.",
                "The weather is lovely and the sky is clear."]
@@ -158,7 +158,8 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="soak-data-")  # registered avatars of this run only
-    with local_service_process(DATA_DIR=data_dir) as (url, process):
+    with running_service({"DATA_DIR": data_dir}, startup_timeout_s=900, output=sys.stderr) as service:
+        url, process = service.url, service.process
         pid = process.pid
         soak = Soak(url, args.seed)
         with httpx.Client(base_url=url, timeout=300) as client:  # warm: one ordinary request before the idle reading

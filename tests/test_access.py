@@ -1,15 +1,15 @@
 """Keeping people out and telling orchestrators the truth: API keys, the rate limit, CORS, probes."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from .server import REPO, free_port, start_server
+from runtime.config import ENV_FILE_VARIABLE
+from testkit.service import launch, stop
+
+from .server import REPO, start_server
 
 pytestmark = pytest.mark.service
 
@@ -78,28 +78,24 @@ def test_cors_answers_only_the_allowed_origin(keyed_server):
 
 
 def test_readiness_is_503_until_the_models_are_loaded_then_200(tmp_path):
-    port = free_port()
     log_path = tmp_path / "server.log"
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "MODELS_DIR": str(tmp_path / "none"),
-           "DATA_DIR": str(tmp_path / "data")}
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "runtime.gpu_service"], cwd=REPO, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        service = launch({ENV_FILE_VARIABLE: "", "MODELS_DIR": str(tmp_path / "none"),
+                          "DATA_DIR": str(tmp_path / "data")}, output=log)
     try:
         seen: list[int] = []
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and (not seen or seen[-1] != 200):
             try:
-                seen.append(httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code)
+                seen.append(httpx.get(f"{service.url}/health/ready", timeout=2).status_code)
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         assert seen and seen[0] == 503 and seen[-1] == 200, (seen[:5], seen[-5:], log_path.read_text()[-2000:])
-        early = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)
+        early = httpx.get(f"{service.url}/health/live", timeout=2)
         assert early.status_code == 200
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(service)
 
 
 def test_serve_binds_loopback_unless_host_says_otherwise():
