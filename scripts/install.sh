@@ -2,10 +2,11 @@
 # Set up what is missing: a virtual environment with the packages the configured backends need.
 # Used by serve.sh, test.sh and Dockerfile.gpu-service alike, so all three install the same way.
 #
-#   scripts/install.sh            light default (Piper + meshwarp), plus what AVATAR_BACKEND / TTS_ENGINE need
+#   scripts/install.sh            light default (Piper + meshwarp), plus what AVATAR_BACKEND / TTS_ENGINE /
+#                                 SERVE_ENGINE=ray need
 #   scripts/install.sh --dev      everything the test suite needs (engines on the CPU build of torch, references)
 #
-# Environment: VENV (default .venv), PYTHON (default python3), AVATAR_BACKEND, TTS_ENGINE,
+# Environment: VENV (default .venv), PYTHON (default python3), AVATAR_BACKEND, TTS_ENGINE, SERVE_ENGINE,
 # TORCH_VERSION (the torch installed, pinned so pip never picks a build for you: default 2.13.0, or
 # 2.9.1 with TTS_ENGINE=coqui, whose torchaudio exists for that torch only).
 set -euo pipefail
@@ -24,6 +25,7 @@ case "${AVATAR_BACKEND:-auto}" in
   auto) has_gpu && extras+=(engines) ;;
 esac
 [[ "${TTS_ENGINE:-auto}" == "coqui" ]] && extras+=(coqui)
+[[ "${SERVE_ENGINE:-uvicorn}" == "ray" ]] && extras+=(ray)
 if (( DEV )); then extras+=(engines dev); fi
 extras_csv=$(printf '%s\n' "${extras[@]}" | sort -u | paste -sd, -)
 if [[ ",$extras_csv," == *",coqui,"* ]]; then

@@ -88,7 +88,8 @@ class RequestContext:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id()
+        # An outer layer may have named the request already (Ray Serve's proxy, via runtime/serve_app.py).
+        request_id = scope.get("state", {}).get("request_id") or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()

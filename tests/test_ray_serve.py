@@ -1,0 +1,291 @@
+"""The service behind Ray Serve: a local Ray cluster (started and stopped here) with 2 CPU replicas
+of meshwarp. Clients talk to Ray's proxy exactly as to one server; each answer names its replica.
+
+Each request sends its own speech of a distinct length, so an answer that came back to the wrong
+client, or was cut short, shows as a clip of the wrong duration."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
+
+import av
+import httpx
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from runtime.media.audio import Speech, wav_bytes
+from runtime.media.fmp4 import FragmentReader
+
+from .server import REPO, free_port, png_base64
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # ray's own pydantic fields, at import
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts/install.sh --dev installs it)")
+    from ray import serve
+
+from runtime.serve_app import deploy, start_local_cluster  # noqa: E402
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+APP = "avatar"
+DEPLOYMENT = "AvatarService"
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class RayService:
+    url: str
+    options: dict
+
+    def deploy(self, **changes) -> None:
+        """Redeploy with changed options (Serve applies a replica count change in place)."""
+        self.options.update(changes)
+        deploy(host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), wait_s=180, **self.options)
+
+
+def speech(seconds: float, seed: int) -> str:
+    """Base64 wav: syllable-like bursts (4 a second) of a voiced tone, `seconds` long."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, np.pi)), 0, None)
+    voice = np.sin(2 * np.pi * 140 * t) + 0.4 * np.sin(2 * np.pi * 280 * t) + 0.05 * rng.standard_normal(t.size)
+    samples = (0.4 * envelope * voice).astype(np.float32)
+    return base64.b64encode(wav_bytes(Speech(samples, SAMPLE_RATE))).decode()
+
+
+@dataclass
+class Answer:
+    seconds_sent: float
+    status: Optional[int]  # None: the connection failed
+    replica: Optional[str] = None
+    audio_seconds: float = 0.0
+    video_frames: int = 0
+    error: str = ""
+
+    def is_the_clip_sent(self) -> bool:
+        """A whole mp4 whose audio lasts what was sent and whose video covers it at 25 fps."""
+        return (self.status == 200 and abs(self.audio_seconds - self.seconds_sent) <= 0.1
+                and abs(self.video_frames - self.seconds_sent * 25) <= 2)
+
+
+def generate(url: str, seconds: float, seed: int, **fields) -> Answer:
+    try:
+        response = httpx.post(f"{url}/generate", json={"audio": speech(seconds, seed), **fields}, timeout=240)
+    except httpx.TransportError as exc:
+        return Answer(seconds, None, error=repr(exc))
+    answer = Answer(seconds, response.status_code, response.headers.get("x-serve-replica"))
+    if response.status_code != 200:
+        answer.error = response.text[:300]
+        return answer
+    with av.open(io.BytesIO(response.content)) as container:
+        audio = container.streams.audio[0]
+        answer.audio_seconds = float(audio.duration * audio.time_base)
+        answer.video_frames = sum(1 for _ in container.decode(video=0))
+    return answer
+
+
+def generate_all(url: str, durations: list[float], concurrency: int, **fields) -> list[Answer]:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(lambda job: generate(url, job[1], job[0], **fields), enumerate(durations)))
+
+
+def replica_pids() -> list[int]:
+    """Processes of this test's Ray cluster (descendants of this process) running a replica."""
+    children: dict[int, list[int]] = {}
+    titles: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                titles[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [os.getpid()]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if f"ServeReplica:{APP}:{DEPLOYMENT}" in titles.get(child, ""):
+                found.append(child)
+            stack.append(child)
+    return found
+
+
+def running_replicas() -> int:
+    status = serve.status().applications[APP]
+    deployment = status.deployments[DEPLOYMENT]
+    return deployment.replica_states.get("RUNNING", 0) if status.status == "RUNNING" else 0
+
+
+def wait_for_replicas(count: int, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while running_replicas() != count or len(replica_pids()) != count:
+        assert time.monotonic() < deadline, f"{count} running replicas not reached: {serve.status()}"
+        time.sleep(0.5)
+
+
+def session_members(session: int) -> list[int]:
+    """Processes whose session is `session` (a process started with start_new_session=True and all
+    it started, however they were reparented)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[3]) == session:
+                    members.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
+def test_the_serve_engine_ray_command_serves_and_stops_its_cluster_on_sigterm(tmp_path):
+    """What `SERVE_ENGINE=ray ./scripts/serve.sh` runs after its install step: a local cluster with
+    serve_config.yaml fitted to this machine (no GPU: replicas on CPUs)."""
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.serve_app", "--num-cpus", "1"], cwd=REPO, start_new_session=True,
+            stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "PORT": str(port), "AVATAR_BACKEND": "meshwarp", "AVATAR_ENV_FILE": "",
+                 "MODELS_DIR": str(tmp_path / "no-models"), "DATA_DIR": str(tmp_path / "data")})
+    try:
+        deadline = time.monotonic() + 180
+        while b"Ready: http://127.0.0.1:%d (Ray Serve" % port not in log_path.read_bytes():
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.5)
+        ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=30)
+        assert ready.status_code == 200 and ready.headers["x-serve-replica"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text()[-4000:]
+        deadline = time.monotonic() + 30
+        while session_members(process.pid):  # Ray's processes leave with it
+            assert time.monotonic() < deadline, f"left running: {session_members(process.pid)}"
+            time.sleep(0.5)
+    finally:
+        for pid in session_members(process.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def ray_service(tmp_path_factory) -> RayService:
+    start_local_cluster(num_cpus=2, object_store_mb=100)
+    try:
+        options = dict(
+            replicas=2, gpus_per_replica=0, cpus_per_replica=1,
+            # Two requests a replica at once: four concurrent requests always reach both replicas.
+            max_ongoing_requests=2, graceful_shutdown_timeout_s=90,
+            env={"AVATAR_BACKEND": "meshwarp", "AVATAR_ENV_FILE": "",
+                 "MODELS_DIR": str(tmp_path_factory.mktemp("no-models")),
+                 "DATA_DIR": str(tmp_path_factory.mktemp("shared-data"))},
+        )
+        url = deploy(host="127.0.0.1", port=free_port(), wait_s=180, **options)
+        yield RayService(url, options)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_twelve_concurrent_requests_are_spread_over_both_replicas_none_lost_or_mixed_up(ray_service):
+    durations = [1.0 + 0.25 * n for n in range(12)]  # distinct lengths: a mixed-up answer shows
+    answers = generate_all(ray_service.url, durations, concurrency=12)
+    assert [a.status for a in answers] == [200] * 12, [a.error for a in answers if a.status != 200]
+    assert all(a.is_the_clip_sent() for a in answers), answers
+    served = {a.replica for a in answers}
+    assert len(served) == 2 and None not in served, served
+
+
+def test_an_avatar_registered_through_one_replica_is_used_by_both(ray_service, astronaut):
+    registered = httpx.post(f"{ray_service.url}/avatars", json={"image": png_base64(astronaut[::2, ::2].copy())},
+                            timeout=120)
+    assert registered.status_code in (200, 201), registered.text
+    avatar_id = registered.json()["avatar_id"]
+    answers: list[Answer] = []
+    for batch in range(3):
+        answers += generate_all(ray_service.url, [1.0, 1.25, 1.5, 1.75], concurrency=4, avatar_id=avatar_id)
+        if len({a.replica for a in answers}) == 2:
+            break
+    assert all(a.is_the_clip_sent() for a in answers), answers
+    assert len({a.replica for a in answers}) == 2, [a.replica for a in answers]
+    unknown = httpx.post(f"{ray_service.url}/generate", json={"text": "Hi.", "avatar_id": "0" * 32}, timeout=60)
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_avatar"
+    # One request id, the same in the header (set by Ray's proxy) and in the error body (the app's).
+    assert unknown.headers.get_list("x-request-id") == [unknown.json()["request_id"]]
+
+
+def test_a_websocket_conversation_goes_through_the_proxy_unchanged(ray_service):
+    reader, events, media_seconds = FragmentReader(), [], 0.0
+    with connect(ray_service.url.replace("http://", "ws://") + "/ws", max_size=None, open_timeout=30) as socket:
+        assert socket.response.headers["x-serve-replica"]  # the session stays on this replica
+        socket.send(json.dumps({"type": "start"}))
+        ready = json.loads(socket.recv(timeout=60))
+        assert ready["event"] == "ready" and ready["backend"] == "meshwarp"
+        socket.send(json.dumps({"type": "say", "text": "Hello from behind the proxy."}))
+        def finished_at() -> float:
+            return next((event["at"] for event in events if event.get("event") == "utterance_finished"), np.inf)
+
+        deadline = time.monotonic() + 120
+        while media_seconds < finished_at():  # the utterance, then the idle frames after it
+            assert time.monotonic() < deadline, (media_seconds, events)
+            message = socket.recv(timeout=60)
+            if isinstance(message, bytes):
+                for fragment in reader.feed(message):
+                    media_seconds = fragment.end_seconds()
+            else:
+                events.append(json.loads(message))
+    started = next(event["at"] for event in events if event.get("event") == "utterance_started")
+    assert finished_at() - started > 1.0, events  # the sentence was spoken, not skipped
+
+
+def test_a_killed_replica_is_restarted_while_the_other_finishes_its_requests(ray_service):
+    before = {a.replica for a in generate_all(ray_service.url, [1.0] * 4, concurrency=4)}
+    victim = replica_pids()[0]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        in_flight = [pool.submit(generate, ray_service.url, 8.0 + 0.25 * n, n) for n in range(4)]
+        time.sleep(1.5)  # all four are rendering, two on each replica
+        os.kill(victim, signal.SIGKILL)
+        answers = [future.result() for future in in_flight]
+    finished = [a for a in answers if a.status == 200]
+    assert all(a.is_the_clip_sent() for a in finished), answers
+    assert len(finished) >= 2 and len({a.replica for a in finished}) == 1, answers  # the survivor's two
+
+    wait_for_replicas(2)
+    assert victim not in replica_pids()
+    after = generate_all(ray_service.url, [1.0 + 0.25 * n for n in range(8)], concurrency=4)
+    assert [a.status for a in after] == [200] * 8, [a.error for a in after]
+    assert all(a.is_the_clip_sent() for a in after), after
+    survivor = finished[0].replica
+    assert {a.replica for a in after} >= {survivor}
+    assert len({a.replica for a in after} - before) == 1, (before, [a.replica for a in after])  # the new one
+
+
+def test_scaling_down_lets_the_removed_replica_finish_its_requests(ray_service):
+    wait_for_replicas(2)
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        in_flight = [pool.submit(generate, ray_service.url, 6.0 + 0.25 * n, 100 + n) for n in range(4)]
+        time.sleep(1.5)  # two on each replica
+        pool.submit(ray_service.deploy, replicas=1).result()
+        answers = [future.result() for future in in_flight]
+    assert [a.status for a in answers] == [200] * 4, [a.error for a in answers]
+    assert all(a.is_the_clip_sent() for a in answers), answers
+    serving_before = {a.replica for a in answers}
+    assert len(serving_before) == 2, serving_before
+
+    wait_for_replicas(1)
+    after = generate_all(ray_service.url, [1.0, 1.5], concurrency=2)
+    assert all(a.is_the_clip_sent() for a in after), after
+    remaining = {a.replica for a in after}
+    assert len(remaining) == 1 and remaining < serving_before  # the other one was removed, after finishing
