@@ -26,7 +26,10 @@ from typing import Any, Optional
 import ray
 import yaml
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from ray import serve
+from ray.serve.schema import DeploymentSchema, ServeDeploySchema
+from ray.util.metrics import Gauge
 
 from .config import PROJECT_DIR, Settings, load_settings
 from .gpu_service import create_app
@@ -101,6 +104,43 @@ class ReplicaApp:
         return forward
 
 
+class RayMetricsExport:
+    """Copies the app's Prometheus registry (the avatar_* and process_* series its /metrics shows)
+    into Ray's metrics every `period_s`, each series tagged with its replica, so that Ray's
+    Prometheus export (each node's metrics export port) carries every replica's metrics as
+    `ray_<name>{replica="..."}`. Every sample becomes a gauge: counters and histogram buckets keep
+    their values, and PromQL's rate() reads them alike."""
+
+    def __init__(self, registry: CollectorRegistry, replica_id: str, period_s: float = 5.0):
+        self.registry = registry
+        self.replica_id = replica_id
+        self.period_s = period_s
+        self._gauges: dict[tuple[str, tuple[str, ...]], Gauge] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ray-metrics-export", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.copy()
+            except Exception:  # a scrape gap, never a replica failure
+                log.exception("Copying the metrics to Ray failed")
+
+    def copy(self) -> None:
+        for family in self.registry.collect():
+            for sample in family.samples:
+                tags = {**sample.labels, "replica": self.replica_id}
+                key = (sample.name, tuple(sorted(tags)))
+                gauge = self._gauges.get(key)
+                if gauge is None:
+                    gauge = self._gauges[key] = Gauge(sample.name, family.documentation, tag_keys=key[1])
+                gauge.set(float(sample.value), tags=tags)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 @serve.deployment(name="AvatarService")
 @serve.ingress()
 class AvatarService:
@@ -110,10 +150,16 @@ class AvatarService:
         self.settings = load_settings()
         self.replica_id = serve.get_replica_context().replica_tag
         self.service_app: Optional[FastAPI] = None  # `app` is the ingress wrapper's own property
+        self.metrics_export: Optional[RayMetricsExport] = None
 
     def __serve_build_asgi_app__(self) -> ReplicaApp:
         self.service_app = create_app(self.settings)
+        self.metrics_export = RayMetricsExport(self.service_app.state.metrics.registry, self.replica_id)
         return ReplicaApp(self.service_app, self.replica_id)
+
+    def __del__(self) -> None:
+        if self.metrics_export is not None:
+            self.metrics_export.stop()
 
     def check_health(self) -> None:
         """Ray's periodic health check: a replica whose models failed to load is replaced."""
@@ -126,15 +172,20 @@ class AvatarService:
 app = AvatarService.bind()
 
 
-def serve_config(config_path: Path = DEFAULT_CONFIG, *, host: str, port: int, replicas: Optional[int] = None,
-                 gpus_per_replica: Optional[float] = None, cpus_per_replica: Optional[float] = None,
+def serve_config(config_path: Path = DEFAULT_CONFIG, *, host: Optional[str] = None, port: Optional[int] = None,
+                 replicas: Optional[int] = None, gpus_per_replica: Optional[float] = None,
+                 cpus_per_replica: Optional[float] = None,
                  env: Optional[dict[str, str]] = None, **deployment_overrides: Any) -> dict:
-    """The Serve config file as a dict, with the proxy on host:port and overrides: `replicas` fixes
-    the count (no autoscaling); `gpus_per_replica` 0 places replicas by `cpus_per_replica` alone
-    (a machine without GPUs); `env` adds environment variables of the replicas; any other keyword
-    sets that deployment option (`max_ongoing_requests=2`)."""
+    """The Serve config file as a dict, with the proxy on host:port (default: the file's) and
+    overrides: `replicas` fixes the count (no autoscaling); `gpus_per_replica` 0 places replicas
+    by `cpus_per_replica` alone (a machine without GPUs); `env` adds environment variables of the
+    replicas; any other keyword sets that deployment option (`max_ongoing_requests=2`)."""
+    unknown = set(deployment_overrides) - set(DeploymentSchema.model_fields)
+    if unknown:  # Ray's schema would ignore them silently
+        raise ValueError(f"not Ray Serve deployment options: {sorted(unknown)}")
     config = yaml.safe_load(config_path.read_text())
-    config["http_options"] = {**config.get("http_options", {}), "host": host, "port": port}
+    proxy = config.setdefault("http_options", {})
+    proxy.update({key: value for key, value in (("host", host), ("port", port)) if value is not None})
     application = config["applications"][0]
     deployment = _avatar_deployment(config)
     actor = deployment.setdefault("ray_actor_options", {})
@@ -150,25 +201,25 @@ def serve_config(config_path: Path = DEFAULT_CONFIG, *, host: str, port: int, re
         actor["num_cpus"] = cpus_per_replica
     runtime_env = application.setdefault("runtime_env", {})
     # Replicas log the address clients use: the proxy's.
-    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), "HOST": host, "PORT": str(port), **(env or {})}
+    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), "HOST": proxy.get("host", "127.0.0.1"),
+                               "PORT": str(proxy.get("port", 8000)), **(env or {})}
     deployment.update(deployment_overrides)
     return config
 
 
-def deploy(config_path: Path = DEFAULT_CONFIG, *, host: str, port: int, wait_s: float = 600.0,
-           **overrides: Any) -> str:
+def deploy(config_path: Path = DEFAULT_CONFIG, *, wait_s: float = 600.0, **overrides: Any) -> str:
     """Deploy the Serve config (with `serve_config`'s overrides) on the connected Ray cluster, as
     `serve deploy` would, and wait until every replica is warm; returns the base URL. Deploying
     again with another replica count scales in place: the application's code version is its
     import path and runtime_env, as for `serve deploy`."""
     from ray.serve._private.api import serve_start  # what `serve run CONFIG` itself calls
-    from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate(serve_config(config_path, host=host, port=port, **overrides))
+    config = ServeDeploySchema.model_validate(serve_config(config_path, **overrides))
     client = serve_start(http_options=config.http_options.model_dump(), proxy_location=config.proxy_location)
     client.deploy_apps(config)
     wait_until_running(config.applications[0].name, wait_s)
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    host = config.http_options.host
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{config.http_options.port}"
 
 
 def wait_until_running(app_name: str, wait_s: float) -> None:
@@ -185,12 +236,16 @@ def wait_until_running(app_name: str, wait_s: float) -> None:
         time.sleep(0.5)
 
 
-def start_local_cluster(num_cpus: int, num_gpus: Optional[int] = None, object_store_mb: int = 256) -> None:
+def start_local_cluster(num_cpus: int, num_gpus: Optional[int] = None, object_store_mb: int = 256,
+                        log_to_driver: bool = True, metrics_export_port: Optional[int] = None) -> None:
     """A Ray cluster in this process's session: no dashboard, a small object store (requests and
-    mp4s pass through it only in pieces of a few MB)."""
+    mp4s pass through it only in pieces of a few MB). `log_to_driver`: replicas' logs on this
+    process's stderr (always in Ray's session logs, /tmp/ray/session_latest/logs).
+    `metrics_export_port`: where Prometheus scrapes Ray's metrics, the replicas' included."""
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              object_store_memory=object_store_mb * 1024 * 1024, logging_level=logging.WARNING,
-             configure_logging=False, namespace="avatar")
+             configure_logging=False, namespace="avatar", log_to_driver=log_to_driver,
+             _metrics_export_port=metrics_export_port)
 
 
 def fit_local_cluster(config_path: Path, gpus_per_replica: Optional[float],
@@ -228,17 +283,21 @@ def main() -> None:
     parser.add_argument("--gpus-per-replica", type=float, help="0: replicas on CPUs (default: the config's)")
     parser.add_argument("--cpus-per-replica", type=float, help="default: the config's")
     parser.add_argument("--num-cpus", type=int, help="CPUs the local cluster offers (default: all)")
+    parser.add_argument("--metrics-export-port", type=int, default=8080,
+                        help="Ray's Prometheus export of the local cluster, every replica's metrics included")
     args = parser.parse_args()
     settings: Settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
 
     address = args.address or os.environ.get("RAY_ADDRESS")
-    overrides: dict[str, Any] = {"gpus_per_replica": args.gpus_per_replica, "cpus_per_replica": args.cpus_per_replica}
-    if address:
+    if address:  # as `serve deploy`: the proxy where the config puts it; the deployment stays
         ray.init(address=address, namespace="avatar", logging_level=logging.WARNING)
-    else:
-        start_local_cluster(args.num_cpus or os.cpu_count() or 1)
-        overrides = fit_local_cluster(args.config, args.gpus_per_replica, args.cpus_per_replica)
+        url = deploy(args.config, replicas=args.replicas, gpus_per_replica=args.gpus_per_replica,
+                     cpus_per_replica=args.cpus_per_replica)
+        log.info("Deployed on the Ray cluster at %s: %s", address, url)
+        return
+    start_local_cluster(args.num_cpus or os.cpu_count() or 1, metrics_export_port=args.metrics_export_port)
+    overrides = fit_local_cluster(args.config, args.gpus_per_replica, args.cpus_per_replica)
     # SIGTERM (docker stop, kill) ends the wait below as Ctrl-C does; the cluster goes in `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -248,10 +307,9 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        if not address:  # a cluster we started goes with us; an existing one keeps the deployment
-            log.info("Stopping the local Ray cluster")
-            serve.shutdown()
-            ray.shutdown()
+        log.info("Stopping the local Ray cluster")
+        serve.shutdown()
+        ray.shutdown()
 
 
 if __name__ == "__main__":

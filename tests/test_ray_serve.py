@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ SAMPLE_RATE = 16000
 class RayService:
     url: str
     options: dict
+    metrics_url: str  # Ray's Prometheus export
 
     def deploy(self, **changes) -> None:
         """Redeploy with changed options (Serve applies a replica count change in place)."""
@@ -182,7 +184,8 @@ def test_the_serve_engine_ray_command_serves_and_stops_its_cluster_on_sigterm(tm
 
 @pytest.fixture(scope="module")
 def ray_service(tmp_path_factory) -> RayService:
-    start_local_cluster(num_cpus=2, object_store_mb=100)
+    metrics_port = free_port()
+    start_local_cluster(num_cpus=2, object_store_mb=100, metrics_export_port=metrics_port)
     try:
         options = dict(
             replicas=2, gpus_per_replica=0, cpus_per_replica=1,
@@ -193,7 +196,7 @@ def ray_service(tmp_path_factory) -> RayService:
                  "DATA_DIR": str(tmp_path_factory.mktemp("shared-data"))},
         )
         url = deploy(host="127.0.0.1", port=free_port(), wait_s=180, **options)
-        yield RayService(url, options)
+        yield RayService(url, options, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -206,6 +209,24 @@ def test_twelve_concurrent_requests_are_spread_over_both_replicas_none_lost_or_m
     assert all(a.is_the_clip_sent() for a in answers), answers
     served = {a.replica for a in answers}
     assert len(served) == 2 and None not in served, served
+
+
+def test_every_replicas_metrics_reach_rays_prometheus_export(ray_service):
+    served = {a.replica for a in generate_all(ray_service.url, [1.0] * 4, concurrency=4)}
+    pattern = re.compile(r'^ray_avatar_requests_total\{([^}]*)\} ([0-9.e+]+)$', re.MULTILINE)
+    deadline = time.monotonic() + 90  # replicas copy every 5 s; Ray reports every 10 s
+    while True:
+        text = httpx.get(ray_service.metrics_url, timeout=30).text
+        generated = {}
+        for labels, value in pattern.findall(text):
+            tags = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            if tags.get("endpoint") == "/generate" and tags.get("status") == "200":
+                generated[tags["replica"]] = generated.get(tags["replica"], 0) + float(value)
+        if set(generated) >= served:
+            break
+        assert time.monotonic() < deadline, (served, generated, text[-3000:])
+        time.sleep(2)
+    assert all(count >= 1 for count in generated.values()), generated
 
 
 def test_an_avatar_registered_through_one_replica_is_used_by_both(ray_service, astronaut):
