@@ -4,9 +4,11 @@ beside it (when mediapipe and cv2 are installed) of the whole refiner over 10 s 
 the bundled portrait swaying (face tracking, crops, network, feathered paste, frames back on the
 host), i.e. what LIP_REFINER=wav2lip adds to a 10 s /generate when it does not overlap rendering.
 
-The whole refiner's figure comes with where its time went (ms a frame: the face tracker, the
-network, the rest), the host CPU time it took a frame (all threads; on a GPU machine that is the
-refiner's whole CPU cost), and how often the face detector ran and found the face.
+The whole refiner's figure comes with where its time went (ms a frame: the face tracker, the mel
+front end, the device's work (upload, crops, network, paste, download) and within it the network,
+and the host's work around it), `host_work_ms_per_frame` (tracking + mel + host work: what a frame
+costs the CPU when the device is a GPU), the process's CPU time a frame (all threads; it includes
+the device work when the device is the CPU), and how often the face detector ran and found the face.
 --stand-in-network swaps the network for one that returns its input's face, so that on a machine
 without a GPU the host's share shows alone.
 
@@ -117,10 +119,12 @@ def end_to_end(models_dir: Path, device: str, *, seconds: float = 10.0, fps: int
     _sync(torch.device(device))
 
     timer = Timer(torch.device(device))
-    timer.wrap(refiner, "predict", "network")
-    timer.wrap(refiner, "refine_batch", "crops_network_paste")
-    tracker = getattr(refiner_module, "FaceTracker", None)
-    unwrap_tracker = timer.wrap(tracker, "track", "tracking") if tracker is not None else (lambda: None)
+    unwrap = [timer.wrap(refiner, "predict", "network"), timer.wrap(refiner, "refine_batch", "refine_batch"),
+              timer.wrap(refiner_module, "melspectrogram", "mel")]
+    if hasattr(refiner, "redraw"):  # on the device: upload, crops, network, paste, download
+        unwrap.append(timer.wrap(refiner, "redraw", "device"))
+    if hasattr(refiner_module, "FaceTracker"):
+        unwrap.append(timer.wrap(refiner_module.FaceTracker, "track", "tracking"))
     detector_calls = []
     detect = refiner.locator._detect_boxes  # the one MediaPipe call of every detection
     refiner.locator._detect_boxes = lambda *args: detector_calls.append(1) or detect(*args)
@@ -132,17 +136,24 @@ def end_to_end(models_dir: Path, device: str, *, seconds: float = 10.0, fps: int
         _sync(torch.device(device))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
-        unwrap_tracker()
+        for undo in unwrap:
+            undo()
 
     per_frame = {label: round(1000 * value / count, 3) for label, value in timer.seconds.items()}
-    if "crops_network_paste" in per_frame:
-        per_frame["crops_paste"] = round(per_frame.pop("crops_network_paste") - per_frame.get("network", 0.0), 3)
+    # Host work: tracking, mel, and refine_batch's own (gathering regions, copying frames). Before the
+    # device did the geometry, refine_batch did everything but the network (and tracked, in it).
+    inside = per_frame.pop("device", per_frame.get("network", 0.0))
+    per_frame["host_in_refine_batch"] = round(per_frame.pop("refine_batch") - inside, 3)
+    if "device" in timer.seconds:
+        per_frame["device"] = round(inside, 3)
+    host_ms = per_frame["host_in_refine_batch"] + per_frame.get("tracking", 0.0) + per_frame.get("mel", 0.0)
     tracking = getattr(stats, "tracking", None)
     return {
         "speech_seconds": seconds, "frames": count, "refined": stats.refined, "seconds": round(elapsed, 3),
         "frames_per_second": round(count / elapsed, 1), "batch_size": refiner.batch_size,
         "network": "stand-in (returns its input)" if stand_in else "wav2lip",
-        "host_cpu_ms_per_frame": round(1000 * cpu / count, 3), "ms_per_frame": per_frame,
+        "host_cpu_ms_per_frame": round(1000 * cpu / count, 3), "host_work_ms_per_frame": round(host_ms, 3),
+        "ms_per_frame": per_frame,
         "detector_calls": len(detector_calls), "detector_calls_per_frame": round(len(detector_calls) / count, 3),
         "detection_hit_rate": tracking.hit_rate if tracking is not None else None,
         "drift_frames": tracking.drift_frames if tracking is not None else None,

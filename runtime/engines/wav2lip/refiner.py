@@ -127,7 +127,6 @@ class LipRefiner:
         mel = torch.from_numpy(windows).to(self.device, self.dtype)
         return self.network(mel, inputs).float().flip(1) * 255.0
 
-    @torch.inference_mode()
     def refine_batch(self, frames: list[np.ndarray], windows: np.ndarray,
                      boxes: list[Optional[Box]]) -> list[np.ndarray]:
         """frames (H, W, 3) RGB uint8 with their mel windows (len(frames), 1, 80, 16) and face boxes
@@ -142,14 +141,20 @@ class LipRefiner:
             x0, y0 = corners[:, :2].min(axis=0)
             x1, y1 = corners[:, 2:].max(axis=0)
             regions = np.stack([frames[i][y0:y1, x0:x1] for i in indices])  # one upload for the batch
-            region = torch.from_numpy(regions).to(self.device).permute(0, 3, 1, 2).float()
-            in_region = torch.from_numpy((corners - np.array([x0, y0, x0, y0])).astype(np.float32)).to(self.device)
-            drawn = self.predict(crop_faces(region, in_region), windows[indices])
-            pasted = paste_faces(region, drawn, in_region).cpu().numpy()
+            redrawn = self.redraw(regions, corners - np.array([x0, y0, x0, y0]), windows[indices])
             for k, i in enumerate(indices):
                 out[i] = frames[i].copy()
-                out[i][y0:y1, x0:x1] = pasted[k]
+                out[i][y0:y1, x0:x1] = redrawn[k]
         return out
+
+    @torch.inference_mode()
+    def redraw(self, regions: np.ndarray, boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """On the device: regions (N, h, w, 3) RGB uint8 of frames, the face box of each (N, 4) in
+        region pixels, their mel windows -> the regions with the network's lower faces pasted in."""
+        region = torch.from_numpy(regions).to(self.device).permute(0, 3, 1, 2).float()
+        in_region = torch.from_numpy(boxes.astype(np.float32)).to(self.device)
+        drawn = self.predict(crop_faces(region, in_region), windows)
+        return paste_faces(region, drawn, in_region).cpu().numpy()
 
     def session(self, fps: float, stats: Optional[RefineStats] = None) -> "RefineSession":
         """A stream of frames and speech arriving piece by piece (one clip or one conversation)."""

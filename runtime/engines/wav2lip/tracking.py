@@ -1,12 +1,14 @@
 """Where the face is in each frame of a stream, for the lip refiner, without a detection per frame.
 
 A talking head moves little and smoothly, so the face box is detected (MediaPipe, through our
-FaceLocator) only on every `detect_every`-th frame, and interpolated linearly between. The first
+FaceLocator) only on every `detect_every`-th frame, and interpolated linearly between (a batch's
+last frames, past its last detection, keep that box until the next batch's first). The first
 detection of a stream looks at the whole frame; later ones at a small, downscaled square around
-the last box (the detector's cost is per call, and a small image is the cheapest call), and at the
-whole frame again when the face is not there. Where two neighbouring detections disagree by more
-than `max_drift` of the face's size, the face moved too fast to interpolate: every frame between
-them is detected on its own. A detection that fails keeps its neighbours' boxes.
+the last box, where the face fills half the image and MediaPipe's short-range detector (a third of
+the full-range one's cost) finds it, and at the whole frame again when the face is not there.
+Where two neighbouring detections disagree by more than `max_drift` of the face's size, the face
+moved too fast to interpolate: every frame between them is detected on its own. A detection that
+fails keeps its neighbours' boxes.
 """
 from __future__ import annotations
 
@@ -50,44 +52,67 @@ _COUNTS = [item.name for item in fields(TrackingStats)]
 class FaceTracker:
     """Face boxes (the detector's, unpadded) for consecutive batches of one stream's frames."""
 
-    def __init__(self, locator: FaceLocator, *, detect_every: int = 8, search_side: int = 160,
+    def __init__(self, locator: FaceLocator, *, detect_every: int = 8, search_side: int = 128,
                  max_drift: float = 0.25, stats: Optional[TrackingStats] = None):
         self.locator = locator
         self.detect_every = max(1, detect_every)
-        self.search_side = search_side  # px: the detector's image around the last box (its model sees 192 px)
+        self.search_side = search_side  # px: the detector's image around the last box (its model sees 128 px)
         self.max_drift = max_drift  # of the face's side, between two detections detect_every frames apart
         self.stats = stats if stats is not None else TrackingStats()
-        self._last: Optional[np.ndarray] = None  # the previous batch's last box, float (4,)
+        self._next_frame = 0  # the stream's index of the next batch's first frame
+        self._anchor: Optional[tuple[int, np.ndarray]] = None  # the latest detection: (frame index, box)
 
     def track(self, frames: list[np.ndarray]) -> list[Optional[Box]]:
-        """A box per frame (H, W, 3) RGB uint8, None where no face was found in or near it. Detects
-        the last frame and every `detect_every`-th before it, and every frame where those drift."""
+        """A box per frame (H, W, 3) RGB uint8 of the stream's next batch, None where no face was found
+        in or near it. Detects every `detect_every`-th frame after the last detection, and the batch's
+        last frame when it lies more than half that past them (so a box lags the face by at most that
+        much), and every frame between two detections that drift apart."""
         if not frames:
             return []
-        known: dict[int, np.ndarray] = {}
-        near = self._last
-        probes = range(len(frames) - 1, -1, -self.detect_every)[::-1]
-        if self._last is None:  # the stream's start: nothing to interpolate from before the first probe
-            probes = sorted({0, *probes})
-        for index in probes:
-            box = self.detect(frames[index], near)
+        first, count = self._next_frame, len(frames)
+        self._next_frame += count
+        known: dict[int, np.ndarray] = {}  # stream frame index -> detected box
+        near = None if self._anchor is None else self._anchor[1]
+        for index in self._probes(first, count):
+            box = self.detect(frames[index - first], near)
             if box is not None:
                 known[index] = near = box
-        anchors = ([(-1, self._last)] if self._last is not None else []) + sorted(known.items())
+        anchors = ([self._anchor] if self._anchor is not None else []) + sorted(known.items())
         for (before, box_before), (after, box_after) in zip(anchors, anchors[1:]):
             if after - before > 1 and self.drifted(box_before, box_after, after - before):
-                near = box_before
-                for index in range(before + 1, after):
-                    self.stats.drift_frames += 1
-                    box = self.detect(frames[index], near)
-                    if box is not None:
-                        known[index] = near = box
-        anchors = ([(-1, self._last)] if self._last is not None else []) + sorted(known.items())
+                self._detect_each(frames, first, range(max(before + 1, first), after), box_before, known)
+                if after == anchors[-1][0]:  # the frames after it are likely moving too
+                    self._detect_each(frames, first, range(after + 1, first + count), box_after, known)
+        anchors = ([self._anchor] if self._anchor is not None else []) + sorted(known.items())
         if not anchors:
-            return [None] * len(frames)
-        boxes = _interpolate(anchors, len(frames))
-        self._last = boxes[-1]
+            return [None] * count
+        self._anchor = anchors[-1]
+        boxes = _interpolate(anchors, range(first, first + count))
         return [tuple(int(round(v)) for v in box) for box in boxes]
+
+    def _probes(self, first: int, count: int) -> list[int]:
+        """Stream indices of the batch's frames to detect on."""
+        last = first + count - 1
+        if self._anchor is None:  # the stream's start, or the face not seen yet: look now
+            probes, position = [first], first + self.detect_every
+        else:
+            probes, position = [], max(first, self._anchor[0] + self.detect_every)
+        probes += list(range(position, last + 1, self.detect_every))
+        latest = probes[-1] if probes else self._anchor[0]
+        if last - latest > self.detect_every // 2:
+            probes.append(last)
+        return probes
+
+    def _detect_each(self, frames, first: int, indices: range, near: np.ndarray, known: dict) -> None:
+        """Detect frames `indices` (stream indices) one by one, each near the previous one's box."""
+        for index in indices:
+            if index in known:
+                near = known[index]
+                continue
+            self.stats.drift_frames += 1
+            box = self.detect(frames[index - first], near)
+            if box is not None:
+                known[index] = near = box
 
     def drifted(self, before: np.ndarray, after: np.ndarray, frames_apart: int) -> bool:
         """Whether two boxes `frames_apart` frames apart moved or resized by more than linear
@@ -98,7 +123,7 @@ class FaceTracker:
 
     def detect(self, frame: np.ndarray, near: Optional[np.ndarray]) -> Optional[np.ndarray]:
         """The face box (float x0, y0, x1, y1) in frame: looked for around `near` first, then in the
-        whole frame; None if there is none."""
+        whole frame (and then around what that found); None if there is none."""
         if near is not None:
             box = self._detect_near(frame, near)
             if box is not None:
@@ -110,7 +135,9 @@ class FaceTracker:
         except NoFaceError:
             return None
         self.stats.found += 1
-        return box
+        # Looked at again as the next frames will be, so that a stream's boxes come from one detector.
+        closer = self._detect_near(frame, box)
+        return box if closer is None else closer
 
     def _detect_near(self, frame: np.ndarray, near: np.ndarray) -> Optional[np.ndarray]:
         """The detection in a square twice the face's side around `near`, shrunk to search_side px."""
@@ -123,9 +150,8 @@ class FaceTracker:
             crop = cv2.resize(crop, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
                               interpolation=cv2.INTER_AREA)
         self.stats.detections += 1
-        try:
-            found = self.locator.detect_boxes(crop)
-        except NoFaceError:
+        found = self.locator.detect_close_faces(crop)
+        if not found:
             return None
         boxes = np.array(found, float) / np.array([crop.shape[1] / (x1 - x0), crop.shape[0] / (y1 - y0)] * 2)
         boxes += np.array([x0, y0, x0, y0], float)
@@ -143,11 +169,11 @@ class FaceTracker:
         return box
 
 
-def _interpolate(anchors: list[tuple[int, np.ndarray]], count: int) -> list[np.ndarray]:
-    """A box for each of `count` frames from (index, box) anchors sorted by index (index -1: the
-    previous batch's last frame): linear between anchors, the nearest anchor's box outside them."""
-    indices = np.array([index for index, _ in anchors], float)
+def _interpolate(anchors: list[tuple[int, np.ndarray]], indices: range) -> list[np.ndarray]:
+    """A box for each stream frame index from (index, box) anchors sorted by index: linear between
+    anchors, the nearest anchor's box before the first and after the last."""
+    at = np.array([index for index, _ in anchors], float)
     values = np.stack([box for _, box in anchors])
-    frames = np.arange(count, dtype=float)
-    columns = [np.interp(frames, indices, values[:, k]) for k in range(4)]  # np.interp holds the ends
+    frames = np.array(indices, float)
+    columns = [np.interp(frames, at, values[:, k]) for k in range(4)]  # np.interp holds the ends
     return list(np.stack(columns, axis=1))
