@@ -8,7 +8,6 @@ Settings.max_pending_requests are in flight, beyond that ServiceBusyError.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import threading
@@ -28,7 +27,7 @@ from .media.audio import Speech, decode_audio
 from .media.encode import Mp4Encoder
 from .media.portrait import PortraitDecoder, load_portrait_file
 from .models.base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, LipRefinerSelection
-from .pipeline import Clip, StageSeconds, TalkingHead, Worker, synthesize_chunks
+from .pipeline import Clip, SpeechFeed, StageSeconds, TalkingHead, synthesize_chunks
 from .text_rules import check_text_characters
 from .tts.base import TTSEngine
 from .workdirs import new_workdir
@@ -198,19 +197,17 @@ class GenerationService:
         decoded and its face prepared, the first speech chunk synthesized. The rest runs when the
         returned Clip is consumed."""
         seconds = StageSeconds()
-        speech = self._speech(request, token)
-        # The first speech chunk is synthesized while the portrait is prepared (both take a while
-        # for a new portrait); a bad voice or nothing to say is a 4xx before any byte is sent.
-        first_speech = Worker(lambda: next(speech), f"first-tts-{request.request_id}")
+        # TTS runs from now on, a chunk or two ahead of rendering: the first chunk while the portrait
+        # is prepared (both take a while for a new portrait), the next ones while the first frames
+        # render; a bad voice or nothing to say is a 4xx before any byte is sent.
+        speech = SpeechFeed(self._speech(request, token), token, f"tts-{request.request_id}")
         try:
             session = self._session(request, fps, backend_options)
-        finally:
-            first_speech.join()
-        if first_speech.error is not None:
-            raise first_speech.error
-        first = first_speech.result
-        head = self._head(session, first.sample_rate, fps, token, seconds, request.lip_refine)
-        clip = Clip(request.request_id, itertools.chain([first], speech), head, token, seconds, on_progress)
+            head = self._head(session, speech.first().sample_rate, fps, token, seconds, request.lip_refine)
+        except BaseException:
+            speech.stop()
+            raise
+        clip = Clip(request.request_id, speech, head, token, seconds, on_progress)
         clip.refiner = self.lip_refiner.requested if head.refine is not None else "none"
         return clip
 

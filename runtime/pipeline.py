@@ -269,12 +269,57 @@ class Worker:
         self.thread.join(timeout)
 
 
+class SpeechFeed:
+    """A request's speech chunks, synthesized in a thread of their own from the moment it is opened
+    and at most two chunks ahead of the reader: the next chunks' TTS overlaps the portrait's
+    preparation and the first frames' rendering instead of following them.
+
+    first() waits for the first chunk (a bad voice or nothing to say raises there); iterating
+    yields every chunk from the first and raises what stopped the synthesis; stop() ends the
+    thread at its next check (a chunk being synthesized is finished and dropped, not waited for)."""
+
+    def __init__(self, speech: Iterable[Speech], token: CancelToken, name: str):
+        self._stop = CancelToken()
+        self._queue = Handoff(2, token, self._stop)
+        self._first: Optional[Speech] = None
+        self._worker = Worker(lambda: self._synthesize(speech), name)
+
+    def _synthesize(self, speech: Iterable[Speech]) -> None:
+        try:
+            for chunk in speech:
+                self._queue.put(chunk)
+            self._queue.put(_END)
+        except Cancelled:
+            return
+        except BaseException as exc:  # handed to the reader
+            self._queue.put(exc)
+
+    def _next(self):
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def first(self) -> Speech:
+        if self._first is None:
+            self._first = self._next()  # never _END: synthesize_chunks raises when there is nothing to say
+        return self._first
+
+    def __iter__(self) -> Iterator[Speech]:
+        yield self.first()
+        while (item := self._next()) is not _END:
+            yield item
+
+    def stop(self) -> None:
+        self._stop.cancel()
+
+
 class Clip:
     """One utterance through the pipeline, started by the caller (after its eager checks).
 
     fragments() runs it for a fragmented MP4 stream; write() for a regular mp4 file."""
 
-    def __init__(self, request_id: str, speech: Iterable[Speech], head: TalkingHead, token: CancelToken,
+    def __init__(self, request_id: str, speech: SpeechFeed, head: TalkingHead, token: CancelToken,
                  seconds: StageSeconds, on_progress: Optional[Callable[[int, Optional[int]], None]] = None):
         self.request_id = request_id
         self.token = token
@@ -293,29 +338,14 @@ class Clip:
     def _produce(self, out: Handoff, stop: CancelToken) -> None:
         """Render thread: speech chunks in, ("speech", Speech) and ("frame", frame) out, then _END,
         or the exception that stopped it."""
-        stop_tts = CancelToken()  # this thread's own end, which is not the request's
-        speech_queue = Handoff(2, self.token, stop, stop_tts)
-
-        def tts() -> None:
-            try:
-                for speech in self._speech:
-                    speech_queue.put(speech)
-                speech_queue.put(_END)
-            except Cancelled:
-                return
-            except BaseException as exc:  # handed to the render thread
-                speech_queue.put(exc)
-
-        tts_worker = Worker(tts, f"tts-{self.request_id}")
+        speech = iter(self._speech)
         try:
             while True:
                 self.seconds.render_enters("tts")
-                item = speech_queue.get()
+                item = next(speech, _END)
                 self.seconds.render_enters("animation")
                 if item is _END:
                     break
-                if isinstance(item, BaseException):
-                    raise item
                 self.speech_seconds += item.duration
                 self.seconds.render_enters("output")
                 out.put(("speech", item))
@@ -330,9 +360,7 @@ class Clip:
         except BaseException as exc:
             out.put(exc)
         finally:
-            # The TTS thread stops at its next check; a chunk it is synthesizing (a bounded piece
-            # of text, which the engine cannot interrupt) is finished and dropped, not waited for.
-            stop_tts.cancel()
+            self._speech.stop()  # whatever ended the render thread ends TTS
 
     def _run(self, encoder: Mp4Encoder) -> Iterator[bytes]:
         stop = CancelToken()  # ends the render thread when this generator ends early, for any reason
@@ -376,6 +404,7 @@ class Clip:
         finally:
             if not finished:
                 stop.cancel()
+                self._speech.stop()  # a render thread waiting for speech returns now
                 encoder.abort()
             producer.join()
             if not finished and self.token.cancelled:

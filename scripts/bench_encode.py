@@ -11,7 +11,12 @@ Piper's 22,050 Hz. Each variant runs --runs times, alternating, and prints its m
   file_handoff  the same fed from a producer thread through the pipeline's Handoff (as Clip does)
   stream        Mp4Encoder(fragment_frames=...): the fMP4 stream of /generate/stream
 
+What runs beside the encoder in the service can be added: --busy-ms (frames come from a thread
+that spends that many ms of pure Python on each, as a render thread's paste and motion code holds
+the GIL) and --beside-tts (Piper synthesizes in a thread throughout, as the pipeline's TTS does).
+
     .venv/bin/python scripts/bench_encode.py --sizes 512 1024 --frames 300
+    .venv/bin/python scripts/bench_encode.py --sizes 512 --busy-ms 2 --beside-tts
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
 
@@ -62,6 +69,52 @@ def voiced_speech(seconds: float) -> Speech:
     voice = np.sin(2 * np.pi * np.cumsum(pitch) / SPEECH_RATE) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
     noise = np.random.default_rng(0).normal(0, 0.02, len(t))
     return Speech((0.4 * voice + noise).astype(np.float32), SPEECH_RATE)
+
+
+def busy_frames(frames: list[np.ndarray], busy_seconds: float):
+    """frames handed over from a producer thread that holds the GIL busy_seconds before each one."""
+    token, end = CancelToken(), object()
+    out = Handoff(33, token)
+
+    def produce() -> None:
+        for frame in frames:
+            until = time.perf_counter() + busy_seconds
+            while time.perf_counter() < until:
+                pass
+            out.put(frame)
+        out.put(end)
+
+    producer = Worker(produce, "busy-producer")
+    while (item := out.get()) is not end:
+        yield item
+    producer.join()
+
+
+class BesideTTS:
+    """Piper speaking a long text over and over in a thread until stopped."""
+
+    def __init__(self):
+        from runtime.config import Settings
+        from runtime.device import DeviceChoice
+        from runtime.tts.piper_engine import PiperEngine
+
+        self.engine = PiperEngine.load(Settings(), DeviceChoice("cpu", "bench", False))
+        self.stop = threading.Event()
+        self.spoken = 0.0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        text = "Good morning, and welcome to the show. Today we talk about the mountains of the north."
+        while not self.stop.is_set():
+            self.spoken += self.engine.synthesize(text).duration
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def encode_before(frames, speech: Speech, path: Path, preset: str, crf: int) -> None:
@@ -144,20 +197,25 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--crf", type=int, default=20)
+    parser.add_argument("--busy-ms", type=float, default=0.0, help="Python work in the producer thread per frame")
+    parser.add_argument("--beside-tts", action="store_true", help="Piper synthesizing in a thread meanwhile")
     args = parser.parse_args()
 
     speech = voiced_speech(args.frames / FPS)
     result = {"frames": args.frames, "preset": args.preset, "crf": args.crf, "cpus": os.cpu_count(),
+              "busy_ms": args.busy_ms, "beside_tts": args.beside_tts, "av": av.__version__,
               "load_before": round(os.getloadavg()[0], 2), "seconds": {}}
-    with tempfile.TemporaryDirectory() as workdir:
+    beside = BesideTTS() if args.beside_tts else nullcontext()
+    with tempfile.TemporaryDirectory() as workdir, beside:
         for side in args.sizes:
             poses = moving_portrait(side, DISTINCT_FRAMES)
             frames = [poses[index % DISTINCT_FRAMES] for index in range(args.frames)]
             timings: dict[str, list[float]] = {name: [] for name in args.variants}
             for _ in range(args.runs):
                 for name in args.variants:
+                    source = busy_frames(frames, args.busy_ms / 1000) if args.busy_ms else frames
                     started = time.perf_counter()
-                    VARIANTS[name](frames, speech, Path(workdir) / f"{name}.mp4", args.preset, args.crf)
+                    VARIANTS[name](source, speech, Path(workdir) / f"{name}.mp4", args.preset, args.crf)
                     timings[name].append(time.perf_counter() - started)
             result["seconds"][str(side)] = {name: round(statistics.median(values), 3) for name, values in timings.items()}
     result["load_after"] = round(os.getloadavg()[0], 2)

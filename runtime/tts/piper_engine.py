@@ -180,6 +180,9 @@ def _load_voice(model: Path, config: Path, use_cuda: bool):
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False  # pattern planning sizes buffers for the longest input seen
+    # TTS runs beside rendering and encoding: idle intra-op threads that spin keep x264's threads
+    # and the render thread off the cores (on 2 busy cores Piper itself was faster without).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ([("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda
                  else ["CPUExecutionProvider"])
     return PiperVoice(
