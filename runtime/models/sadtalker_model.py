@@ -8,6 +8,7 @@ render -> frames pasted into the full portrait.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Iterator, Literal, Optional
 
@@ -34,21 +35,25 @@ class SadTalkerOptions(BackendOptions):
 
 
 class SadTalkerSession(AvatarSession):
-    """SadTalker predicts expression and pose from the audio of each render() call on its own, so
-    pieces are long (a few seconds): its head pose restarts at each piece's boundary."""
+    """SadTalker's motion for a stream, piece by piece: the engine's DrivingStream carries speech
+    context, pose, latents and blinks from one piece to the next, so the head moves on where the
+    last piece left it. A unit is a whole number of render batches (at least 2 s): no padded
+    batch between full units."""
 
     def __init__(self, engine: "SadTalkerEngine", prepared: "PreparedPortrait", fps: int, options: AnimationOptions,
                  backend_options: SadTalkerOptions):
         from ..engines.sadtalker.coefficients import MotionRequest
 
         self.engine, self.prepared, self.fps = engine, prepared, fps
-        self.request = MotionRequest(expression_scale=options.expression_scale, pose_style=backend_options.pose_style,
-                                     still=options.still)
-        self.unit_frames = max(engine.batch_sizes[prepared.size], 4 * fps)
+        request = MotionRequest(expression_scale=options.expression_scale, pose_style=backend_options.pose_style,
+                                still=options.still)
+        self.driving = engine.driving_stream(prepared, fps, request)
+        batch = engine.batch_sizes[prepared.size]
+        self.unit_frames = batch * max(1, math.ceil(2 * fps / batch))
 
     def render(self, motion: "FaceMotion", speech: Speech) -> Iterator[np.ndarray]:
-        return self.engine.animate(self.prepared, resample(speech, 16000).samples, self.fps, motion.n_frames,
-                                   self.request)
+        windows = self.driving.windows(resample(speech, 16000).samples, motion.first_frame, motion.n_frames)
+        return self.engine.render(self.prepared, windows)
 
 
 class SadTalkerBackend(AvatarBackend):

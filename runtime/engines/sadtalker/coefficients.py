@@ -58,17 +58,19 @@ def predict_expression(audio2exp: Audio2Exp, mel_windows: torch.Tensor, source_e
 
 @torch.inference_mode()
 def predict_pose(audio2pose: Audio2Pose, mel_windows: torch.Tensor, source_pose: torch.Tensor,
-                 style: int, generator: torch.Generator) -> torch.Tensor:
+                 style: int, generator: torch.Generator, starts_clip: bool = True) -> torch.Tensor:
     """mel_windows (T, 80, 16), source_pose (6,) -> pose (T, 6).
 
-    Frame 0 keeps the source pose; the remaining T-1 frames are cut into 32-frame windows, the
-    last one aligned to the end (overlapping its predecessor), all decoded in one batch.
+    Frame 0 of a clip (starts_clip) keeps the source pose; the remaining frames are cut into
+    32-frame windows, the last one aligned to the end (overlapping its predecessor), all decoded
+    in one batch. A later piece of a stream (not starts_clip) windows all T frames.
     """
     seq = audio2pose.cfg.sequence_length
-    mels = mel_windows[1:].unsqueeze(1)  # (T-1, 1, 80, 16)
+    lead = 1 if starts_clip else 0
+    mels = mel_windows[lead:].unsqueeze(1)  # (T - lead, 1, 80, 16)
     remaining = mels.shape[0]
     if remaining == 0:
-        return source_pose.unsqueeze(0)
+        return source_pose.unsqueeze(0)[:mel_windows.shape[0]]
     full, rest = divmod(remaining, seq)
     windows = [mels[i * seq:(i + 1) * seq] for i in range(full)]
     if rest:
@@ -85,7 +87,7 @@ def predict_pose(audio2pose: Audio2Pose, mel_windows: torch.Tensor, source_pose:
     pieces = [motion[i] for i in range(full)]
     if rest:
         pieces.append(motion[-1, -rest:])
-    pose_motion = torch.cat([torch.zeros_like(source_pose).unsqueeze(0), *pieces], dim=0)
+    pose_motion = torch.cat([torch.zeros_like(source_pose).unsqueeze(0)[:lead], *pieces], dim=0)
     return source_pose.unsqueeze(0) + pose_motion
 
 
@@ -99,29 +101,47 @@ def smooth_pose(pose: np.ndarray) -> np.ndarray:
     return savgol_filter(pose, window, PIPELINE.pose_smoothing_order, axis=0)
 
 
+def predict_motion(audio2exp: Audio2Exp, audio2pose: Audio2Pose, mels: torch.Tensor, source: torch.Tensor,
+                   blink: torch.Tensor, style: int, generator: torch.Generator,
+                   starts_clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """mels (T, 80, 16), source (73,) coefficients, blink (T,) on the device -> expression (T, 64)
+    and unsmoothed pose (T, 6) on the host, in one transfer (one wait for the device)."""
+    expression = predict_expression(audio2exp, mels, source[EXP], blink)
+    pose = predict_pose(audio2pose, mels, source[POSE], style, generator, starts_clip)
+    both = torch.cat([expression, pose], dim=1).cpu().numpy()
+    return both[:, EXP], both[:, 64:]
+
+
+def check_pose_style(audio2pose: Audio2Pose, request: MotionRequest) -> None:
+    if not 0 <= request.pose_style < audio2pose.cfg.num_classes:
+        raise ValueError(f"pose_style must be in 0..{audio2pose.cfg.num_classes - 1}")
+
+
+def driving_coefficients(source_coeffs: np.ndarray, expression: np.ndarray, pose: np.ndarray,
+                         request: MotionRequest) -> np.ndarray:
+    """The source's (73,) coefficients with each frame's expression (T, 64) (scaled) and smoothed
+    pose (T, 6) (unless still) -> (T, 73) float32."""
+    coeffs = np.repeat(source_coeffs[None].astype(np.float32), expression.shape[0], axis=0)
+    coeffs[:, EXP] = expression * request.expression_scale
+    if not request.still:
+        coeffs[:, POSE] = pose
+    return coeffs
+
+
 def motion_coefficients(audio2exp: Audio2Exp, audio2pose: Audio2Pose, mel_windows: np.ndarray,
                         source_coeffs: np.ndarray, request: MotionRequest,
                         device: torch.device) -> np.ndarray:
     """mel_windows (T, 80, 16) at 25 fps; source_coeffs (73,) = exp 64 | angles 3 | trans 3 |
     crop params 3 -> driving coefficients (T, 73) in the same layout (float32)."""
-    if not 0 <= request.pose_style < audio2pose.cfg.num_classes:
-        raise ValueError(f"pose_style must be in 0..{audio2pose.cfg.num_classes - 1}")
+    check_pose_style(audio2pose, request)
     num_frames = mel_windows.shape[0]
     rng = np.random.default_rng(request.seed)
     generator = torch.Generator().manual_seed(request.seed)
     mels = torch.from_numpy(mel_windows).to(device)
     source = torch.from_numpy(source_coeffs.astype(np.float32)).to(device)
     blink = torch.from_numpy(blink_ratios(num_frames, rng)).to(device)
-
-    expression = predict_expression(audio2exp, mels, source[EXP], blink).cpu().numpy()
-    pose = predict_pose(audio2pose, mels, source[POSE], request.pose_style, generator).cpu().numpy()
-    pose = smooth_pose(pose)
-
-    coeffs = np.repeat(source_coeffs[None].astype(np.float32), num_frames, axis=0)
-    coeffs[:, EXP] = expression * request.expression_scale
-    if not request.still:
-        coeffs[:, POSE] = pose
-    return coeffs
+    expression, pose = predict_motion(audio2exp, audio2pose, mels, source, blink, request.pose_style, generator)
+    return driving_coefficients(source_coeffs, expression, smooth_pose(pose), request)
 
 
 def coefficient_windows(coeffs: np.ndarray, channels: int) -> np.ndarray:

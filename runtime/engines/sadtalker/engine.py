@@ -33,6 +33,7 @@ from .audio_features import AUDIO, speech_frame_windows
 from .checkpoint import CheckpointError
 from .coefficients import MotionRequest, coefficient_windows, motion_coefficients, resample_frames
 from .config import MAPPING_CHECKPOINTS, SUPPORTED_SIZES
+from .driving_stream import DrivingStream
 from .networks import SadTalkerNetworks, checkpoint_paths, load_networks
 from .paste import PastePlan, paste_boxes, plan_paste
 from .recon_net import COEFF_SLICES
@@ -189,8 +190,19 @@ class SadTalkerEngine:
         coefficients are computed here (errors raised before the first frame); frames lazily."""
         started = time.perf_counter()
         windows = self.driving_windows(portrait, samples_16k, fps, frame_total, request)
-        windows = torch.from_numpy(windows).to(self.device)
         logger.debug("SadTalker motion for %d frames in %.3f s", frame_total, time.perf_counter() - started)
+        return self.render(portrait, windows)
+
+    def driving_stream(self, portrait: PreparedPortrait, fps: float,
+                       request: MotionRequest = MotionRequest()) -> DrivingStream:
+        """The mapping net's input for speech that arrives piece by piece, continuous across
+        pieces (a streaming session's; see driving_stream.py)."""
+        return DrivingStream(self, portrait, fps, request)
+
+    def render(self, portrait: PreparedPortrait, windows: np.ndarray) -> Iterator[np.ndarray]:
+        """Mapping-net windows (N, C, 27) -> N full-portrait frames (H, W, 3) uint8, lazily, in
+        batches of the engine's batch size."""
+        windows = torch.from_numpy(windows).to(self.device)
         renderer = self.renderers[portrait.size]
         # Fixed shapes: a short last batch would make cuDNN autotune and a compiled batch
         # recompile for every clip length.
