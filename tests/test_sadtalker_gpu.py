@@ -104,3 +104,23 @@ def test_mixed_batch_on_the_compiled_graph_equals_each_portrait_rendered_alone()
         assert frames[row].shape == portraits[portrait].portrait.shape
         assert np.abs(frames[row][y0:y1, x0:x1].astype(np.int16) - box).mean() <= MEAN_TOLERANCE * 255
     torch._dynamo.reset()
+
+
+def test_a_short_batch_renders_on_its_own_graph_like_the_full_batch():
+    """warm_up captures graphs for short batches (a stream's first units, short clips) and times
+    them; a short batch rendered on its graph equals the same frames in the padded full batch."""
+    from runtime.engines.batched_render import pad_rows
+
+    engine = SadTalkerEngine.load(random_models_dir() / "sadtalker", "cuda", sizes=(256,), batch_size=32)
+    warm_up(engine)
+    renderer = engine.renderers[256]
+    assert renderer.small_batches == (8, 16)
+    assert set(engine.batch_seconds[256]) == {8, 16, 32} and min(engine.batch_seconds[256].values()) > 0
+    portrait = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+    prepared = engine.prepare_portrait(portrait, synthetic_landmarks(400, 300))
+    windows = 0.3 * torch.randn(8, engine.coeff_channels, 27, generator=torch.Generator().manual_seed(2))
+    small = renderer.render_batch(prepared.source, windows).float()
+    full = renderer.render_batch(prepared.source, pad_rows(windows, 32))[:8].float()
+    error = (small - full).abs()
+    assert error.mean().item() <= MEAN_TOLERANCE and error.max().item() <= MAX_TOLERANCE, error.max().item()
+    torch._dynamo.reset()

@@ -70,3 +70,25 @@ def test_a_stream_refuses_a_piece_that_does_not_follow_the_last(engine_and_portr
     stream.windows(_speech(0.4), 0, 10)
     with pytest.raises(ValueError, match="at frame 10"):
         stream.windows(_speech(0.4), 12, 10)
+
+
+def test_a_short_unit_pads_to_the_quickest_batch_shape_that_holds_it(engine_and_portrait):
+    """Where warm-up timed batch shapes (CUDA), a short last batch pads to the quickest that holds
+    it, not always to the full batch: a stream's 4-frame first unit must not cost 64 frames."""
+    import torch
+
+    from runtime.engines.batched_render import padded_batches
+
+    engine, _ = engine_and_portrait
+    timed = {8: 0.02, 16: 0.09, 32: 0.06, 64: 0.2}  # seconds per batch, as warm-up would measure them
+    saved = dict(engine.batch_seconds)
+    engine.batch_seconds[256] = timed
+    try:
+        padded_size = engine._padded_size(256)
+        assert [padded_size(count) for count in (3, 8, 12, 20, 40)] == [8, 8, 32, 32, 64]
+        rows = torch.arange(70.0)[:, None]
+        shapes = [(chunk.shape[0], count) for chunk, count in padded_batches(rows, 64, True, padded_size)]
+        assert shapes == [(64, 64), (8, 6)]
+    finally:
+        engine.batch_seconds.clear()
+        engine.batch_seconds.update(saved)

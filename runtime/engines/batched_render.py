@@ -84,13 +84,16 @@ def measure_frames_per_second(render: BatchFunction, frames: int, *inputs: torch
     return frames * repeats / (time.perf_counter() - started)
 
 
-def padded_batches(rows: torch.Tensor, batch_size: int, pad: bool) -> Iterator[tuple[torch.Tensor, int]]:
+def padded_batches(rows: torch.Tensor, batch_size: int, pad: bool,
+                   padded_size: Callable[[int], int] | None = None) -> Iterator[tuple[torch.Tensor, int]]:
     """(chunk, real rows) for consecutive batches of `rows` (N, ...); with pad, the last chunk
-    repeats its last row up to batch_size (the extra rows are rendered and dropped)."""
+    repeats its last row up to batch_size, or up to padded_size(its rows) where given (a smaller
+    shape the engine has ready); the extra rows are rendered and dropped."""
     for start in range(0, rows.shape[0], batch_size):
         chunk = rows[start:start + batch_size]
         count = chunk.shape[0]
-        yield (pad_rows(chunk, batch_size) if pad else chunk), count
+        size = padded_size(count) if padded_size is not None and count < batch_size else batch_size
+        yield (pad_rows(chunk, size) if pad else chunk), count
 
 
 @dataclass
@@ -101,6 +104,13 @@ class RenderTimings:
     launch_seconds: float = 0.0  # computing the batch's inputs and launching (or replaying) its render
     device_wait_seconds: float = 0.0  # waiting for the device to finish a batch and its copy to the host
     host_paste_seconds: float = 0.0  # copying the portrait and putting the face box into it, per frame
+
+    def add(self, other: "RenderTimings") -> None:
+        """Count another render loop's seconds in (a stream's units, one after another)."""
+        self.batches += other.batches
+        self.launch_seconds += other.launch_seconds
+        self.device_wait_seconds += other.device_wait_seconds
+        self.host_paste_seconds += other.host_paste_seconds
 
     def as_dict(self) -> dict:
         return {"batches": self.batches, "launch_seconds": round(self.launch_seconds, 4),

@@ -42,6 +42,7 @@ class SadTalkerSession(AvatarSession):
 
     def __init__(self, engine: "SadTalkerEngine", prepared: "PreparedPortrait", fps: int, options: AnimationOptions,
                  backend_options: SadTalkerOptions):
+        from ..engines.batched_render import RenderTimings
         from ..engines.sadtalker.coefficients import MotionRequest
 
         self.engine, self.prepared, self.fps = engine, prepared, fps
@@ -50,10 +51,21 @@ class SadTalkerSession(AvatarSession):
         self.driving = engine.driving_stream(prepared, fps, request)
         batch = engine.batch_sizes[prepared.size]
         self.unit_frames = batch * max(1, math.ceil(2 * fps / batch))
+        self.units = 0
+        self.motion_seconds = 0.0
+        self.render_timings = RenderTimings()  # summed over the units
 
     def render(self, motion: "FaceMotion", speech: Speech) -> Iterator[np.ndarray]:
+        started = time.perf_counter()
         windows = self.driving.windows(resample(speech, 16000).samples, motion.first_frame, motion.n_frames)
-        return self.engine.render(self.prepared, windows)
+        self.motion_seconds += time.perf_counter() - started
+        self.units += 1
+        yield from self.engine.render(self.prepared, windows)
+        self.render_timings.add(self.engine.host_frames.last)
+
+    def stages(self) -> dict:
+        """Seconds by stage over the units so far, for /health and scripts/bench.py."""
+        return {"units": self.units, "motion_seconds": round(self.motion_seconds, 4), **self.render_timings.as_dict()}
 
 
 class SadTalkerBackend(AvatarBackend):
@@ -77,6 +89,7 @@ class SadTalkerBackend(AvatarBackend):
         self._portraits: dict[int, PortraitCache["PreparedPortrait"]] = {
             size: PortraitCache(capacity=16) for size in engine.sizes}
         self._last_request: dict[str, float] = {}  # seconds by stage, for /health and scripts/bench.py
+        self._last_session: Optional[SadTalkerSession] = None  # the last request's, when it streamed
 
     @classmethod
     def load(cls, settings: "Settings", device: "DeviceChoice") -> "SadTalkerBackend":
@@ -131,6 +144,7 @@ class SadTalkerBackend(AvatarBackend):
         rendered = self.engine.animate(prepared, speech_16k.samples, fps, frames, request)
         self._last_request = {"portrait_seconds": round(portrait_done - started, 4),
                               "motion_seconds": round(time.perf_counter() - portrait_done, 4)}
+        self._last_session = None
         return rendered
 
     def start_session(self, portrait: np.ndarray, fps: int,
@@ -138,8 +152,11 @@ class SadTalkerBackend(AvatarBackend):
                       backend_options: Optional[SadTalkerOptions] = None) -> SadTalkerSession:
         backend_options = backend_options or SadTalkerOptions()
         size = self._size(backend_options)
+        started = time.perf_counter()
         prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
-        return SadTalkerSession(self.engine, prepared, fps, options, backend_options)
+        self._last_request = {"portrait_seconds": round(time.perf_counter() - started, 4)}
+        self._last_session = SadTalkerSession(self.engine, prepared, fps, options, backend_options)
+        return self._last_session
 
     @property
     def preparations(self) -> int:
@@ -157,5 +174,9 @@ class SadTalkerBackend(AvatarBackend):
             "load_seconds": round(self.load_seconds, 2),
             "cached_portraits": sum(len(cache) for cache in self._portraits.values()),
             "portraits_prepared": self.engine.portraits_prepared,
-            "last_request": {**self._last_request, **self.engine.host_frames.last.as_dict()},
+            "render_rates": {str(size): round(rate, 1) for size, rate in self.engine.render_rates.items()},
+            "batch_seconds": {str(size): {str(frames): round(seconds, 4) for frames, seconds in by_frames.items()}
+                              for size, by_frames in self.engine.batch_seconds.items()},
+            "last_request": {**self._last_request, **(self._last_session.stages() if self._last_session is not None
+                                                      else self.engine.host_frames.last.as_dict())},
         }

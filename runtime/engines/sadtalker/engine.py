@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -42,6 +42,10 @@ from .renderer import FaceRenderer, PreparedSource, cpu_has_fast_bf16, gathered_
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = {"cuda": 64, "mps": 8, "cpu": 2}  # 64: the H200's best at 256 px (larger gains nothing)
+# On CUDA, frame counts below the batch size that get a graph of their own (eager, captured at
+# warm-up): a 4-frame unit padded to 64 would cost a whole batch. Each is used only where warm-up
+# timed it faster than the padded full batch.
+SMALL_BATCHES = (8, 16, 32)
 # Peak device memory a frame needs in the renderer at fp16, estimated from activation sizes
 # (the SPADE decoder's last block holds several 256-channel maps at full resolution); not
 # measured, so the batch takes only half of the free memory.
@@ -75,6 +79,9 @@ class SadTalkerEngine:
         self.host_frames = HostFrames(device)
         self.mixed_host_frames = HostFrames(device)  # mixed batches' (their timings apart from the clip's)
         self.render_rates: dict[int, float] = {}  # frames/s of a full mixed batch by size, measured by warm_up on CUDA
+        # Seconds one batch takes, by render size and frame count (the full batch and the small
+        # ones), measured by warm_up on CUDA; a short last batch pads to the quickest that fits.
+        self.batch_seconds: dict[int, dict[int, float]] = {}
         self.portraits_prepared = 0  # per-portrait work done (the caller caches it by image hash)
 
     @classmethod
@@ -208,8 +215,20 @@ class SadTalkerEngine:
         # recompile for every clip length.
         pad = renderer.compiled or self.device.type == "cuda"
         batches = ((paste_boxes(renderer.render_batch(portrait.source, chunk), portrait.paste), count)
-                   for chunk, count in padded_batches(windows, self.batch_sizes[portrait.size], pad))
+                   for chunk, count in padded_batches(windows, self.batch_sizes[portrait.size], pad,
+                                                      self._padded_size(portrait.size)))
         return self.host_frames.frames(batches, FaceBox(portrait.portrait, portrait.paste.region))
+
+    def _padded_size(self, size: int) -> Callable[[int], int]:
+        """For a short batch of `count` frames, the frame count to pad it to: of the shapes
+        warm-up timed (batch_seconds), the quickest that holds it; else the full batch."""
+        timed = self.batch_seconds.get(size, {})
+        full = self.batch_sizes[size]
+
+        def padded(count: int) -> int:
+            fitting = [frames for frames in timed if frames >= count]
+            return min(fitting, key=lambda frames: (timed[frames], frames)) if fitting else full
+        return padded
 
 
 def default_batch_size(device: torch.device, size: int) -> int:
@@ -260,7 +279,21 @@ def _render_one_batch(engine: SadTalkerEngine, size: int, renderer: FaceRenderer
         raise RuntimeError(f"the SadTalker {size} renderer rendered non-finite values at warm-up")
     if renderer.compiled and engine.device.type == "cuda":
         renderer.capture(source, windows)
-    if engine.device.type == "cuda":
-        with torch.inference_mode():
-            engine.render_rates[size] = measure_frames_per_second(
-                renderer.render_gathered, batch, windows.to(engine.device), *gathered)
+    if engine.device.type != "cuda":
+        return
+    small = tuple(frames for frames in SMALL_BATCHES if frames < batch)
+    try:
+        renderer.capture_small(source, window, small)
+    except Exception as error:  # a graph that cannot be captured costs speed, not service
+        logger.warning("SadTalker %d: no graphs for short batches (%s: %s); they pad to %d frames",
+                       size, type(error).__name__, error, batch)
+    with torch.inference_mode():
+        engine.render_rates[size] = measure_frames_per_second(
+            renderer.render_gathered, batch, windows.to(engine.device), *gathered)
+        engine.batch_seconds[size] = {
+            frames: frames / measure_frames_per_second(lambda chunk: renderer.render_batch(source, chunk), frames,
+                                                       window.expand(frames, -1, -1).to(engine.device))
+            for frames in (*renderer.small_batches, batch)}
+    logger.info("SadTalker %d: seconds per batch by frames %s; mixed batch %.0f frames/s", size,
+                {frames: round(seconds, 4) for frames, seconds in engine.batch_seconds[size].items()},
+                engine.render_rates[size])

@@ -70,6 +70,8 @@ class FaceRenderer:
         # tensors (mixed_batch.py): two shapes of the same function, each with its own graph.
         self._batch: Callable[..., torch.Tensor] = self.render_windows
         self._gathered_batch: Callable[..., torch.Tensor] = self.render_windows
+        # CUDA graphs of the eager batch for a few frame counts below the batch size (capture_small).
+        self._small_batches: dict[int, Callable[..., torch.Tensor]] = {}
         self.compiled = False
 
     def compile(self) -> None:
@@ -94,6 +96,20 @@ class FaceRenderer:
             self._batch = capture_if_cuda(self._batch, windows, *prepared.tensors())
             self._gathered_batch = capture_if_cuda(self._gathered_batch, windows,
                                                    *gathered_example(prepared, windows.shape[0]))
+
+    def capture_small(self, prepared: "PreparedSource", window: torch.Tensor, frame_counts: tuple[int, ...]) -> None:
+        """On CUDA, a CUDA graph of the eager batch (nothing to compile) for each frame count,
+        captured with `window` (1, C, 27) repeated: a short render unit (a stream's first frames,
+        a short clip) pads to one of them rather than to the full compiled batch."""
+        window = window.to(self.device, torch.float32)
+        with torch.inference_mode():
+            for frames in frame_counts:
+                example = window.expand(frames, -1, -1).contiguous()
+                self._small_batches[frames] = capture_if_cuda(self.render_windows, example, *prepared.tensors())
+
+    @property
+    def small_batches(self) -> tuple[int, ...]:
+        return tuple(sorted(self._small_batches))
 
     @property
     def captured(self) -> bool:
@@ -130,7 +146,7 @@ class FaceRenderer:
         # A fresh inference-mode tensor, whatever came in: a compiled batch is guarded on the
         # input's dispatch keys, and a request's windows are made outside inference mode.
         windows = target_windows.to(self.device, torch.float32, memory_format=torch.contiguous_format, copy=True)
-        return self._batch(windows, *prepared.tensors())
+        return self._small_batches.get(windows.shape[0], self._batch)(windows, *prepared.tensors())
 
     @torch.inference_mode()
     def render_gathered(self, target_windows: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
