@@ -32,7 +32,6 @@ from .tts.chunking import ramped_chunks
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05  # how often a stage blocked on a queue looks at the cancel token
-FIRST_UNIT_FRAMES = 4  # a stream's first frames wait only for a unit this small; units then double
 _END = object()
 
 
@@ -166,7 +165,6 @@ class TalkingHead:
         self._samples = np.zeros(0, np.float32)  # the stream's speech from sample _samples_start on
         self._samples_start = 0
         self._pending: list[FaceMotion] = []  # final motion not yet rendered
-        self._units = 0  # render units done
         self.rendered = 0
 
     def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
@@ -199,24 +197,20 @@ class TalkingHead:
         pending = [piece for piece in self._pending if piece.n_frames]
         self._pending = []
         motion = FaceMotion.concatenate(pending) if pending else None
+        unit = max(1, self.session.unit_frames)
         start = 0
         while motion is not None and start < motion.n_frames:
-            unit = self._unit_frames()
             stop = min(start + unit, motion.n_frames)
-            # A fuller unit later uses the device better; a stream's first second goes out as it is final.
+            # A fuller unit later uses the device better; a stream's first second goes out as it is
+            # final. (No smaller first units: the GPU engines pad every unit to their batch size.)
             if stop - start < unit and not flush and start > 0 and self.rendered >= self.fps:
                 self._pending = [motion.slice(start, motion.n_frames)]
                 return
             piece = motion.slice(start, stop)
-            self._units += 1
             yield from self._render_unit(piece)
             start = stop
         if flush and self.refine is not None:
             yield from self._deliver(self._on_device(self.refine.finish))
-
-    def _unit_frames(self) -> int:
-        """Frames in the next render unit: FIRST_UNIT_FRAMES, doubling up to the session's unit."""
-        return max(1, min(self.session.unit_frames, FIRST_UNIT_FRAMES << min(self._units, 16)))
 
     def _render_unit(self, motion: FaceMotion) -> Iterator[np.ndarray]:
         speech = self._speech_for(motion)
