@@ -184,9 +184,9 @@ class RefineSession:
     stays bounded however long the stream runs; mel frames are those the whole clip would give
     (speech resampled to 16 kHz piece by piece may differ at the seams by the resampler's filter).
 
-    The batches run on the refiner's worker: add_frames() returns the batches that are done, and
-    waits only for those handed over by earlier calls, so a batch is refined while the caller renders
-    the next; finish() waits for all.
+    The frames and speech one call hands over are refined on the refiner's worker (mel, tracking,
+    network, paste): add_frames() returns what is done, waiting only for what earlier calls handed
+    over, so frames are refined while the caller renders the next; finish() waits for all.
     """
 
     def __init__(self, refiner: LipRefiner, fps: float, stats: Optional[RefineStats] = None):
@@ -231,36 +231,38 @@ class RefineSession:
         return int(frame_index * (MEL_FRAMES_PER_SECOND / self.fps)) + MEL_WINDOW_FRAMES - 1
 
     def _hand_over(self, count: int, final: bool) -> None:
-        """Start refining the first `count` waiting frames, batch by batch, on the worker."""
+        """Start refining the first `count` waiting frames on the worker."""
         if count == 0:
             return
         frames, self._pending = self._pending[:count], self._pending[count:]
-        first = self._next_frame
-        indices = list(range(first, first + count))
-        samples = self._samples
+        samples = self._samples  # add_speech and _forget_heard_speech replace the buffer, never write it
         if not final:  # the mel frames these windows need, not the whole buffer's
-            samples = samples[:min(len(samples), self._last_mel(indices[-1]) * HOP + N_FFT // 2 + 1 - self._origin)]
-        mel = melspectrogram(samples)  # this buffer's mel frames = the clip's from _origin / HOP on
-        windows = mel_windows(mel, self.fps, indices, mel_offset=self._origin // HOP, clamp=final)
-        for start in range(0, count, self.refiner.batch_size):
-            stop = min(count, start + self.refiner.batch_size)
-            future = self.refiner.submit(self._refine, frames[start:stop], windows[start:stop])
-            self._in_flight.append((future, self._calls))
+            needed = self._last_mel(self._next_frame + count - 1) * HOP + N_FFT // 2 + 1 - self._origin
+            samples = samples[:min(len(samples), needed)]
+        future = self.refiner.submit(self._refine, frames, self._next_frame, samples, self._origin, final)
+        self._in_flight.append((future, self._calls))
         self._next_frame += count
         self._forget_heard_speech()
 
-    def _refine(self, frames: list[np.ndarray], windows: np.ndarray) -> list[np.ndarray]:
-        """On the worker: track the faces of one batch, refine it, count what happened."""
-        before = dataclasses.replace(self.stats.tracking)
-        boxes = [None if box is None else face_box(box, frame.shape)
-                 for box, frame in zip(self.tracker.track(frames), frames)]
-        refined = self.refiner.refine_batch(frames, windows, boxes)
-        found = sum(box is not None for box in boxes)
-        batch = RefineStats(len(frames), found, len(frames) - found, self.stats.tracking.since(before))
-        self.stats.frames, self.stats.refined, self.stats.no_face = (
-            self.stats.frames + batch.frames, self.stats.refined + batch.refined, self.stats.no_face + batch.no_face)
-        self.refiner.totals.add(batch)
-        return refined
+    def _refine(self, frames: list[np.ndarray], first: int, samples: np.ndarray, origin: int,
+                final: bool) -> list[np.ndarray]:
+        """On the worker: the mel windows of frames first.. (16 kHz samples from stream sample `origin`
+        on), then batch by batch: track the faces, redraw, count what happened."""
+        mel = melspectrogram(samples)  # the buffer's mel frames = the clip's from origin / HOP on
+        windows = mel_windows(mel, self.fps, range(first, first + len(frames)), mel_offset=origin // HOP, clamp=final)
+        out: list[np.ndarray] = []
+        for start in range(0, len(frames), self.refiner.batch_size):
+            batch = frames[start:start + self.refiner.batch_size]
+            before = dataclasses.replace(self.stats.tracking)
+            boxes = [None if box is None else face_box(box, frame.shape)
+                     for box, frame in zip(self.tracker.track(batch), batch)]
+            out += self.refiner.refine_batch(batch, windows[start:start + len(batch)], boxes)
+            found = sum(box is not None for box in boxes)
+            done = RefineStats(len(batch), found, len(batch) - found, self.stats.tracking.since(before))
+            self.stats.frames, self.stats.refined, self.stats.no_face = (
+                self.stats.frames + done.frames, self.stats.refined + done.refined, self.stats.no_face + done.no_face)
+            self.refiner.totals.add(done)
+        return out
 
     def _collect(self, wait_before: int) -> list[np.ndarray]:
         """Frames of the batches done, in order, waiting for those handed over before call `wait_before`."""
