@@ -67,7 +67,7 @@ class RefineStats:
 
 class LipRefiner:
     """Wav2Lip over any backend's frames. Loads once; any number of sessions (streams) share it:
-    their batches run one at a time on the refiner's worker thread."""
+    their frames are refined one hand-over at a time on the refiner's worker thread."""
 
     name = "wav2lip"
 
@@ -93,7 +93,11 @@ class LipRefiner:
         self.totals = RefineStats()  # every session's, since load
         # One worker: the network and the trackers' detector calls never run concurrently.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lip-refiner")
-        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._stream = None
+        if self.device.type == "cuda":
+            # the weights were copied on the default stream: done before the refiner's stream reads them
+            torch.cuda.current_stream(self.device).synchronize()
+            self._stream = torch.cuda.Stream(self.device)
 
     @classmethod
     def load(cls, models_dir: Path, device: str, locator: Optional[FaceLocator] = None, **options) -> "LipRefiner":
@@ -198,14 +202,14 @@ class RefineSession:
         self._origin = 0  # a multiple of the mel hop, so buffer mel frames line up with the clip's
         self._pending: list[np.ndarray] = []  # frames waiting for their speech
         self._next_frame = 0  # global index of _pending[0]
-        self._in_flight: deque[tuple[Future, int]] = deque()  # (batch, the add_frames call that handed it over)
+        self._in_flight: deque[tuple[Future, int]] = deque()  # (frames handed over, by which add_frames call)
         self._calls = 0
 
     def add_speech(self, speech: Speech) -> None:
         self._samples = np.concatenate([self._samples, resample(speech, SAMPLE_RATE).samples.astype(np.float32)])
 
     def add_frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """Queue frames; returns refined frames in order: those of batches already done, and at least
+        """Queue frames; returns refined frames in order: those already done, and at least
         every frame handed over before this call."""
         self._calls += 1
         self._pending.extend(frames)
@@ -265,7 +269,7 @@ class RefineSession:
         return out
 
     def _collect(self, wait_before: int) -> list[np.ndarray]:
-        """Frames of the batches done, in order, waiting for those handed over before call `wait_before`."""
+        """Refined frames of the hand-overs done, in order, waiting for those of calls before `wait_before`."""
         out: list[np.ndarray] = []
         while self._in_flight and (self._in_flight[0][1] < wait_before or self._in_flight[0][0].done()):
             out.extend(self._in_flight.popleft()[0].result())
