@@ -5,7 +5,8 @@ Starts the service with the current environment (AVATAR_BACKEND, MODELS_DIR...) 
 does, or uses --url. For a one-sentence text and a ~60 s text, each with a portrait the server has
 not seen (its preparation is part of the figure), it reads the stream as a player would and prints
 one JSON line: time to first byte, time to first decodable frame, and the minimum margin by which
-each fragment arrived before a player that started at the first frame needed it (negative: a stall).
+each fragment arrived before a player that started at the first frame needed it (negative: a stall),
+with the machine's 1-minute load average before and after (figures on a shared CPU depend on it).
 
     .venv/bin/python scripts/bench_stream.py
     AVATAR_BACKEND=liveportrait MODELS_DIR=... .venv/bin/python scripts/bench_stream.py --runs 3
@@ -16,6 +17,7 @@ import argparse
 import base64
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -96,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     server = nullcontext(args.url) if args.url else local_service()
-    results = {}
+    results = {"load_before": round(os.getloadavg()[0], 2)}
     with server as url, httpx.Client(base_url=url, timeout=600) as client:
         client.post("/generate", json={"text": "Warm up the caches."}).raise_for_status()
         seed = int(time.time())
@@ -115,6 +117,7 @@ def main() -> None:
                 "fragments": runs[0]["fragments"],
             }
             backend = runs[0]["backend"]
+    results["load_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps({"backend": backend, "runs": args.runs, **results}))
 
 
