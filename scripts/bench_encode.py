@@ -4,7 +4,8 @@
 
 Frames are the bundled portrait moved a little from frame to frame (a talking head's kind of
 motion, so x264 does real work), at each --sizes side; the speech is 12 s of a voiced signal at
-Piper's 22,050 Hz. Each variant runs --runs times, alternating, and prints its median seconds:
+Piper's 22,050 Hz. Each variant runs --runs times, alternating; the line gives each one's median
+seconds and the size of what it wrote:
 
   before        frames, then the whole soundtrack at the end (the pre-stream encode_mp4)
   file          Mp4Encoder(path=...): a regular mp4, audio interleaved as frames arrive (/generate)
@@ -204,7 +205,7 @@ def main() -> None:
     speech = voiced_speech(args.frames / FPS)
     result = {"frames": args.frames, "preset": args.preset, "crf": args.crf, "cpus": os.cpu_count(),
               "busy_ms": args.busy_ms, "beside_tts": args.beside_tts, "av": av.__version__,
-              "load_before": round(os.getloadavg()[0], 2), "seconds": {}}
+              "load_before": round(os.getloadavg()[0], 2), "seconds": {}, "kilobytes": {}}
     beside = BesideTTS() if args.beside_tts else nullcontext()
     with tempfile.TemporaryDirectory() as workdir, beside:
         for side in args.sizes:
@@ -218,6 +219,8 @@ def main() -> None:
                     VARIANTS[name](source, speech, Path(workdir) / f"{name}.mp4", args.preset, args.crf)
                     timings[name].append(time.perf_counter() - started)
             result["seconds"][str(side)] = {name: round(statistics.median(values), 3) for name, values in timings.items()}
+            result["kilobytes"][str(side)] = {name: round((Path(workdir) / f"{name}.mp4").stat().st_size / 1024)
+                                              for name in args.variants}
     result["load_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 
