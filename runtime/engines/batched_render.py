@@ -118,6 +118,17 @@ class RenderTimings:
                 "host_paste_seconds": round(self.host_paste_seconds, 4)}
 
 
+def to_device(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A host tensor, array or list on the device without waiting for the device: from pinned
+    memory, asynchronously (a plain host-to-CUDA copy waits for the batch rendering before it)."""
+    tensor = torch.as_tensor(values, dtype=dtype)
+    if tensor.device == torch.device(device) or torch.device(device).type != "cuda":
+        return tensor.to(device)
+    if tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def portrait_index_tensor(portrait_index: Sequence[int], portraits: int, frames: int) -> torch.Tensor:
     """A mixed batch's portrait_index (frame i renders portrait portrait_index[i]) as a (frames,)
     long tensor, checked: one index a frame, each naming one of the `portraits`."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..batched_render import FaceBox, PortraitRows, pad_rows, portrait_index_tensor, rows_by_portrait
+from ..batched_render import FaceBox, PortraitRows, pad_rows, portrait_index_tensor, rows_by_portrait, to_device
 from .engine import LivePortraitEngine, PreparedSource
 
 
@@ -31,12 +31,12 @@ def render_mixed_crops(engine: LivePortraitEngine, sources: Sequence[PreparedSou
     frames = kp_driving.shape[0]
     if frames > engine.batch_size:
         raise ValueError(f"{frames} frames exceed the engine's batch size {engine.batch_size}")
-    index = portrait_index_tensor(portrait_index, len(sources), frames).to(engine.device)
-    padded = pad_rows(index, engine.batch_size)
+    padded = to_device(pad_rows(portrait_index_tensor(portrait_index, len(sources), frames), engine.batch_size),
+                       engine.device)
     volumes = torch.cat([source.feature_3d for source in sources])  # (V, 32, 16, 64, 64)
     kp_sources = torch.cat([source.kp_source for source in sources])  # (V, 21, 3)
-    crops = engine.render_gathered_crops(volumes.index_select(0, padded), pad_rows(kp_driving.to(engine.device), engine.batch_size),
-                                         kp_sources.index_select(0, padded))
+    kp_padded = pad_rows(to_device(kp_driving, engine.device, torch.float32), engine.batch_size)
+    crops = engine.render_gathered_crops(volumes.index_select(0, padded), kp_padded, kp_sources.index_select(0, padded))
     return crops[:frames]
 
 
@@ -47,7 +47,7 @@ def _portrait_rows(engine: LivePortraitEngine, sources: Sequence[PreparedSource]
     pieces = []
     for portrait, rows in rows_by_portrait(index, len(sources)):
         source = sources[portrait]
-        boxes = engine._compose_box(source, crops[torch.as_tensor(rows, device=crops.device)])
+        boxes = engine._compose_box(source, crops[to_device(rows, crops.device)])
         pieces.append(PortraitRows(boxes, FaceBox(source.portrait, source.paste.box), rows))
     return pieces
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ...media.audio import frame_count
-from ..batched_render import FaceBox, HostFrames, measure_frames_per_second, padded_batches
+from ..batched_render import FaceBox, HostFrames, measure_frames_per_second, padded_batches, to_device
 from .alignment import align_for_recon, face_crop, five_points
 from .audio_features import AUDIO, speech_frame_windows
 from .checkpoint import CheckpointError
@@ -209,7 +209,7 @@ class SadTalkerEngine:
     def render(self, portrait: PreparedPortrait, windows: np.ndarray) -> Iterator[np.ndarray]:
         """Mapping-net windows (N, C, 27) -> N full-portrait frames (H, W, 3) uint8, lazily, in
         batches of the engine's batch size."""
-        windows = torch.from_numpy(windows).to(self.device)
+        windows = to_device(windows, self.device)
         renderer = self.renderers[portrait.size]
         # Fixed shapes: a short last batch would make cuDNN autotune and a compiled batch
         # recompile for every clip length.

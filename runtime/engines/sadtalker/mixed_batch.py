@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..batched_render import FaceBox, HostFrames, PortraitRows, pad_rows, portrait_index_tensor, rows_by_portrait
+from ..batched_render import FaceBox, HostFrames, PortraitRows, pad_rows, portrait_index_tensor, rows_by_portrait, to_device
 from .engine import PreparedPortrait, SadTalkerEngine
 from .paste import paste_boxes
 
@@ -33,12 +33,13 @@ def render_mixed_faces(engine: SadTalkerEngine, portraits: Sequence[PreparedPort
     frames = target_windows.shape[0]
     if frames > batch_size:
         raise ValueError(f"{frames} frames exceed the engine's batch size {batch_size} at {size} px")
-    index = portrait_index_tensor(portrait_index, len(portraits), frames).to(engine.device)
-    windows = target_windows.to(engine.device, torch.float32)
+    index = portrait_index_tensor(portrait_index, len(portraits), frames)
+    windows = target_windows
     renderer = engine.renderers[size]
     if renderer.compiled or engine.device.type != "cpu":
         # One shape per batch size, as in SadTalkerEngine.animate; the padding frames are dropped.
         index, windows = pad_rows(index, batch_size), pad_rows(windows, batch_size)
+    index, windows = to_device(index, engine.device), to_device(windows, engine.device, torch.float32)
     per_portrait = zip(*(portrait.source.tensors() for portrait in portraits))  # each (1, ...) per portrait
     gathered = [torch.cat(tensors).index_select(0, index) for tensors in per_portrait]
     return renderer.render_gathered(windows, *gathered)[:frames]
@@ -51,7 +52,7 @@ def _portrait_rows(portraits: Sequence[PreparedPortrait], portrait_index: Sequen
     pieces = []
     for position, rows in rows_by_portrait(index, len(portraits)):
         portrait = portraits[position]
-        boxes = paste_boxes(faces[torch.as_tensor(rows, device=faces.device)], portrait.paste)
+        boxes = paste_boxes(faces[to_device(rows, faces.device)], portrait.paste)
         pieces.append(PortraitRows(boxes, FaceBox(portrait.portrait, portrait.paste.region), rows))
     return pieces
 
