@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -77,7 +78,7 @@ class Answer:
 
     def is_the_clip_sent(self) -> bool:
         """A whole mp4 whose audio lasts what was sent and whose video covers it at 25 fps."""
-        return (self.status == 200 and abs(self.audio_seconds - self.seconds_sent) <= 0.1
+        return (self.status == 200 and not self.error and abs(self.audio_seconds - self.seconds_sent) <= 0.1
                 and abs(self.video_frames - self.seconds_sent * 25) <= 2)
 
 
@@ -90,11 +91,59 @@ def generate(url: str, seconds: float, seed: int, **fields) -> Answer:
     if response.status_code != 200:
         answer.error = response.text[:300]
         return answer
-    with av.open(io.BytesIO(response.content)) as container:
-        audio = container.streams.audio[0]
-        answer.audio_seconds = float(audio.duration * audio.time_base)
-        answer.video_frames = sum(1 for _ in container.decode(video=0))
+    return measured(answer, response.content)
+
+
+def measured(answer: Answer, mp4: bytes) -> Answer:
+    """The answer with its clip's audio seconds and video frames (an mp4 or a fragmented one)."""
+    try:
+        with av.open(io.BytesIO(mp4)) as container:
+            answer.video_frames = sum(1 for _ in container.decode(video=0))
+        with av.open(io.BytesIO(mp4)) as container:
+            answer.audio_seconds = sum(frame.samples / frame.sample_rate for frame in container.decode(audio=0))
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        answer.error = f"undecodable: {exc!r}"
     return answer
+
+
+class InFlight:
+    """A POST /generate/stream in its own thread. `started` is set once the answer began: the
+    request is then rendering on the replica its `X-Serve-Replica` header names."""
+
+    def __init__(self, url: str, seconds: float, seed: int):
+        self.url, self.seconds, self.seed = url, seconds, seed
+        self.replica: Optional[str] = None
+        self.answer: Optional[Answer] = None
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with httpx.stream("POST", f"{self.url}/generate/stream", json={"audio": speech(self.seconds, self.seed)},
+                              timeout=300) as response:
+                self.replica = response.headers.get("x-serve-replica")
+                self.started.set()
+                body = response.read()
+            self.answer = Answer(self.seconds, response.status_code, self.replica)
+            self.answer = measured(self.answer, body) if response.status_code == 200 else self.answer
+        except httpx.HTTPError as exc:  # the connection or the stream broke off
+            self.answer = Answer(self.seconds, None, self.replica, error=repr(exc))
+        finally:
+            self.started.set()
+
+    def result(self) -> Answer:
+        self.thread.join(timeout=300)
+        assert self.answer is not None, "no answer in 300 s"
+        return self.answer
+
+
+def start_in_flight(url: str, durations: list[float], first_seed: int) -> list[InFlight]:
+    """Streams of the given lengths, returned once every one of them is rendering on a replica."""
+    requests = [InFlight(url, seconds, first_seed + n) for n, seconds in enumerate(durations)]
+    for request in requests:
+        assert request.started.wait(timeout=180), "a stream did not start in 180 s"
+    return requests
 
 
 def generate_all(url: str, durations: list[float], concurrency: int, **fields) -> list[Answer]:
@@ -274,36 +323,35 @@ def test_a_websocket_conversation_goes_through_the_proxy_unchanged(ray_service):
 def test_a_killed_replica_is_restarted_while_the_other_finishes_its_requests(ray_service):
     before = {a.replica for a in generate_all(ray_service.url, [1.0] * 4, concurrency=4)}
     victim = replica_pids()[0]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        in_flight = [pool.submit(generate, ray_service.url, 8.0 + 0.25 * n, n) for n in range(4)]
-        time.sleep(1.5)  # all four are rendering, two on each replica
-        os.kill(victim, signal.SIGKILL)
-        answers = [future.result() for future in in_flight]
-    finished = [a for a in answers if a.status == 200]
-    assert all(a.is_the_clip_sent() for a in finished), answers
-    assert len(finished) >= 2 and len({a.replica for a in finished}) == 1, answers  # the survivor's two
+    # Four long streams, two on each replica (two at most per replica), all rendering when it dies.
+    in_flight = start_in_flight(ray_service.url, [20.0 + 0.25 * n for n in range(4)], first_seed=10)
+    assert len({request.replica for request in in_flight}) == 2
+    os.kill(victim, signal.SIGKILL)
+    answers = [request.result() for request in in_flight]
+    lost = {a.replica for a in answers if not a.is_the_clip_sent()}
+    assert len(lost) == 1, answers  # what the killed replica was rendering, and only that
+    survivor_answers = [a for a in answers if a.replica not in lost]
+    assert len(survivor_answers) == 2 and all(a.is_the_clip_sent() for a in survivor_answers), answers
 
     wait_for_replicas(2)
     assert victim not in replica_pids()
     after = generate_all(ray_service.url, [1.0 + 0.25 * n for n in range(8)], concurrency=4)
     assert [a.status for a in after] == [200] * 8, [a.error for a in after]
     assert all(a.is_the_clip_sent() for a in after), after
-    survivor = finished[0].replica
-    assert {a.replica for a in after} >= {survivor}
-    assert len({a.replica for a in after} - before) == 1, (before, [a.replica for a in after])  # the new one
+    serving = {a.replica for a in after}
+    assert survivor_answers[0].replica in serving and not serving & lost  # the restarted one is new
+    assert len(serving - before) == 1, (before, serving)
 
 
 def test_scaling_down_lets_the_removed_replica_finish_its_requests(ray_service):
     wait_for_replicas(2)
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        in_flight = [pool.submit(generate, ray_service.url, 6.0 + 0.25 * n, 100 + n) for n in range(4)]
-        time.sleep(1.5)  # two on each replica
-        pool.submit(ray_service.deploy, replicas=1).result()
-        answers = [future.result() for future in in_flight]
-    assert [a.status for a in answers] == [200] * 4, [a.error for a in answers]
-    assert all(a.is_the_clip_sent() for a in answers), answers
-    serving_before = {a.replica for a in answers}
-    assert len(serving_before) == 2, serving_before
+    # Two long streams on each replica, all rendering when the count drops to one.
+    in_flight = start_in_flight(ray_service.url, [20.0 + 0.25 * n for n in range(4)], first_seed=100)
+    serving_before = {request.replica for request in in_flight}
+    assert len(serving_before) == 2
+    ray_service.deploy(replicas=1)
+    answers = [request.result() for request in in_flight]
+    assert all(a.is_the_clip_sent() for a in answers), answers  # the removed replica's two included
 
     wait_for_replicas(1)
     after = generate_all(ray_service.url, [1.0, 1.5], concurrency=2)
