@@ -209,7 +209,7 @@ def test_the_serve_engine_ray_command_serves_and_stops_its_cluster_on_sigterm(tm
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.serve_app", "--num-cpus", "1"], cwd=REPO, start_new_session=True,
+            [sys.executable, "-m", "runtime.serve_app", "--num-cpus", "1", "--metrics-export-port", str(free_port())], cwd=REPO, start_new_session=True,
             stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PORT": str(port), "AVATAR_BACKEND": "meshwarp", "AVATAR_ENV_FILE": "",
                  "MODELS_DIR": str(tmp_path / "no-models"), "DATA_DIR": str(tmp_path / "data")})
@@ -234,6 +234,11 @@ def test_the_serve_engine_ray_command_serves_and_stops_its_cluster_on_sigterm(tm
 @pytest.fixture(scope="module")
 def ray_service(tmp_path_factory) -> RayService:
     metrics_port = free_port()
+    # Load reaches Serve's autoscaler every second instead of every 10 s (read by the processes
+    # the cluster starts, which inherit this environment).
+    pushes = {f"RAY_SERVE_{side}_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1" for side in ("HANDLE", "REPLICA")}
+    saved = {name: os.environ.get(name) for name in pushes}
+    os.environ.update(pushes)
     start_local_cluster(num_cpus=2, object_store_mb=100, metrics_export_port=metrics_port)
     try:
         options = dict(
@@ -249,6 +254,11 @@ def ray_service(tmp_path_factory) -> RayService:
     finally:
         serve.shutdown()
         ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def test_twelve_concurrent_requests_are_spread_over_both_replicas_none_lost_or_mixed_up(ray_service):
@@ -358,3 +368,14 @@ def test_scaling_down_lets_the_removed_replica_finish_its_requests(ray_service):
     assert all(a.is_the_clip_sent() for a in after), after
     remaining = {a.replica for a in after}
     assert len(remaining) == 1 and remaining < serving_before  # the other one was removed, after finishing
+
+
+def test_load_scales_the_replicas_up_and_idleness_back_down(ray_service):
+    ray_service.deploy(replicas=None, autoscaling_config={
+        "min_replicas": 1, "initial_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+        "upscale_delay_s": 0, "downscale_delay_s": 2, "look_back_period_s": 11})  # > metrics_interval_s
+    wait_for_replicas(1)
+    in_flight = [InFlight(ray_service.url, 30.0, 200 + n) for n in range(8)]  # 8 ongoing against a target of 1
+    wait_for_replicas(2, timeout_s=120)
+    assert all(request.result().is_the_clip_sent() for request in in_flight)
+    wait_for_replicas(1, timeout_s=120)  # idle again: back to min_replicas
