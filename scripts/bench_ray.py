@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--gpus-per-replica", type=float, default=0.0, help="0: replicas on CPUs")
     parser.add_argument("--cpus-per-replica", type=float, default=None,
                         help="Ray's CPU accounting per replica (default: this machine's cores / --replicas)")
+    parser.add_argument("--max-ongoing-requests", type=int, default=None,
+                        help="requests a replica holds at once, the rest wait at the proxy (default: the config's)")
     parser.add_argument("--text", default=TEN_SECONDS_OF_SPEECH)
     parser.add_argument("--rounds", type=int, default=2, help="runs of each replica count, alternating; the best counts")
     args = parser.parse_args()
@@ -94,6 +96,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     counts = sorted({1, args.replicas})
+    limits = {} if args.max_ongoing_requests is None else {"max_ongoing_requests": args.max_ongoing_requests}
     runs: dict[int, list[dict]] = {count: [] for count in counts}
     # Ray's driver prints some of its own lines on stdout; this script's stdout is its JSON line.
     with contextlib.redirect_stdout(sys.stderr):
@@ -103,7 +106,8 @@ def main() -> None:
             for _ in range(args.rounds):  # alternating, so a machine whose load drifts weighs on both
                 for replicas in counts:
                     url = deploy(host="127.0.0.1", port=port, wait_s=900, replicas=replicas,
-                                 gpus_per_replica=args.gpus_per_replica, cpus_per_replica=cpus_per_replica)
+                                 gpus_per_replica=args.gpus_per_replica, cpus_per_replica=cpus_per_replica,
+                                 **limits)
                     wait_for_replicas(replicas)
                     burst(url, "Warm up the caches.", 2 * replicas, 2 * replicas)  # every replica answers
                     runs[replicas].append(burst(url, args.text, args.requests, concurrency))
@@ -115,7 +119,8 @@ def main() -> None:
     result = {
         "backend": health["avatar_backend"], "device": health["device"], "replicas": args.replicas,
         "requests": args.requests, "concurrency": concurrency, "gpus_per_replica": args.gpus_per_replica,
-        "cpus_per_replica": cpus_per_replica, "cores": cores, "rounds": args.rounds,
+        "cpus_per_replica": cpus_per_replica, "max_ongoing_requests": args.max_ongoing_requests or "config",
+        "cores": cores, "rounds": args.rounds,
         "load_avg_1min_before": round(load_before, 2), "load_avg_1min_after": round(os.getloadavg()[0], 2),
         "best": {f"{count}_replicas": run for count, run in best.items()},
         "wall_s_each_round": {f"{count}_replicas": [run["wall_s"] for run in found] for count, found in runs.items()},
