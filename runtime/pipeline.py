@@ -210,7 +210,8 @@ class TalkingHead:
             yield from self._render_unit(piece)
             start = stop
         if flush and self.refine is not None:
-            yield from self._deliver(self._on_device(self.refine.finish))
+            self._token.check()
+            yield from self._deliver(self.refine.finish())  # on the refiner's own worker: the device lock stays free
 
     def _render_unit(self, motion: FaceMotion) -> Iterator[np.ndarray]:
         speech = self._speech_for(motion)
@@ -224,9 +225,11 @@ class TalkingHead:
             self._token.check()
             if len(frames) != motion.n_frames:
                 raise RuntimeError(f"the backend rendered {len(frames)} frames; {motion.n_frames} were asked for")
-            return self.refine.add_frames(frames) if self.refine is not None else frames
+            return frames
 
-        yield from self._deliver(self._on_device(render))
+        frames = self._on_device(render)
+        # The refiner runs on a worker of its own, overlapping the next unit's render; no device lock held.
+        yield from self._deliver(self.refine.add_frames(frames) if self.refine is not None else frames)
 
     def _on_device(self, work: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
         self._token.check()
