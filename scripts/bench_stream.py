@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import av  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from runtime.config import PACKAGE_DIR  # noqa: E402
 from runtime.media.fmp4 import FragmentReader  # noqa: E402
+from testkit.mp4 import first_video_frame  # noqa: E402
 from testkit.service import local_service  # noqa: E402
 
 ONE_SENTENCE = "Hello there, it is good to see you again today."
@@ -53,16 +53,6 @@ def new_portrait(seed: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def first_frame_decodes(data: bytes) -> bool:
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            for _ in container.decode(video=0):
-                return True
-    except (av.error.FFmpegError, ValueError, IndexError):
-        return False
-    return False
-
-
 def measure(client: httpx.Client, text: str, image: str) -> dict:
     """One streamed request, read chunk by chunk with arrival times."""
     reader = FragmentReader()
@@ -81,7 +71,7 @@ def measure(client: httpx.Client, text: str, image: str) -> dict:
             for fragment in reader.feed(chunk):
                 arrivals.append((now, fragment.start_seconds("video")))
                 end_media = fragment.end_seconds("video")
-            if first_frame is None and arrivals and first_frame_decodes(bytes(body)):
+            if first_frame is None and arrivals and first_video_frame(bytes(body)) is not None:
                 first_frame = time.perf_counter() - started
     total = time.perf_counter() - started
     # A player starts at the first frame; fragment k is needed at first_frame + its media start.

@@ -27,26 +27,18 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from testkit.service import running_service  # noqa: E402
+from testkit.service import PeakRss, rss_bytes, running_service  # noqa: E402
 
 SHORT_TEXTS = ["Hello there.", "Good morning, how are you today?", "This is a short sentence to speak.",
                "The weather is lovely and the sky is clear."]
 LONG_TEXT = ("This is a longer passage that the avatar reads aloud, sentence after sentence, so that the "
              "pipeline has real work to do. It keeps going with clauses, commas and a few numbers like 42 "
              "and 1999, and then it ends. ") * 2
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _portraits() -> list[str]:
@@ -165,34 +157,23 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=300) as client:  # warm: one ordinary request before the idle reading
             client.post("/generate", json={"text": "Warming up."})
         time.sleep(0.5)
-        rss_start = _rss_bytes(pid)
-        rss_peak = rss_start
+        rss_start = rss_bytes(pid)
         deadline = time.monotonic() + args.minutes * 60
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal rss_peak
-            while not stop.is_set():
-                rss_peak = max(rss_peak, _rss_bytes(pid))
-                time.sleep(0.2)
 
         def client_loop(index: int) -> None:
             with httpx.Client(base_url=url, timeout=300) as client:
                 while time.monotonic() < deadline:
                     soak.one(client)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        clients = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
-        for thread in clients:
-            thread.start()
-        for thread in clients:
-            thread.join(timeout=args.minutes * 60 + 600)
-        time.sleep(2.0)  # let cancelled work wind down before the end reading
-        stop.set()
-        sampler.join()
-        rss_end = _rss_bytes(pid)
+        with PeakRss(pid, interval_s=0.2) as memory:
+            clients = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
+            for thread in clients:
+                thread.start()
+            for thread in clients:
+                thread.join(timeout=args.minutes * 60 + 600)
+            time.sleep(2.0)  # let cancelled work wind down before the end reading
         alive = process.poll() is None
+        rss_end = rss_bytes(pid) if alive else 0
     shutil.rmtree(data_dir, ignore_errors=True)
 
     latencies = sorted(soak.latencies)
@@ -205,7 +186,7 @@ def main() -> None:
         "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
         "rss_start_mb": round(rss_start / 2**20),
-        "rss_peak_mb": round(rss_peak / 2**20),
+        "rss_peak_mb": round(memory.peak_bytes / 2**20),
         "rss_end_mb": round(rss_end / 2**20),
         "server_alive_at_end": alive,
     }

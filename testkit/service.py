@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -108,3 +109,46 @@ def local_service(startup_timeout_s: float = 900.0, **env: str) -> Iterator[str]
     stdout stays its JSON line); yields its base URL once ready."""
     with running_service(env, startup_timeout_s, output=sys.stderr) as service:
         yield service.url
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a live process, bytes (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+
+
+class PeakRss:
+    """Samples a process's resident memory on a thread every interval_s while the block runs:
+
+        with PeakRss(pid) as memory: ...
+        memory.peak_bytes  # the largest reading, the one at entry included
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.05):
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+
+    def _read(self) -> None:
+        try:
+            self.peak_bytes = max(self.peak_bytes, rss_bytes(self.pid))
+        except FileNotFoundError:  # the process is gone; what it held before stays the peak
+            self._done.set()
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval_s):
+            self._read()
+
+    def __enter__(self) -> PeakRss:
+        self.peak_bytes = rss_bytes(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
+        self._read()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -55,6 +57,24 @@ class RunningServer:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def assert_serves(self, backend: str) -> None:
+        """/health says `backend` loaded as asked, in the seed's shape and in the detail."""
+        health = self.health()
+        assert health["avatar_backend"] == backend, health
+        assert health["models"]["avatar"] is True and health["models"]["avatar_backend"] == backend, health
+        assert health["detail"]["avatar"]["loaded"] == backend and health["detail"]["avatar"]["fell_back"] is False, health
+
+    def wait_for_log(self, pattern: str, timeout: float) -> re.Match:
+        """The first match of `pattern` in the log, waiting up to `timeout` s for it to appear."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.log())
+            if match:
+                return match
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line matching {pattern!r} within {timeout} s:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
 
 
 @contextmanager

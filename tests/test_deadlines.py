@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import re
 import signal
 import threading
 import time
@@ -48,16 +47,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _wait_for_log(server, pattern: str, timeout: float) -> re.Match:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = re.search(pattern, server.log())
-        if match:
-            return match
-        time.sleep(0.05)
-    raise AssertionError(f"no log line matching {pattern!r} within {timeout} s:\n{server.log()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with start_server(MODELS_DIR=str(tmp_path_factory.mktemp("none")), DATA_DIR=str(tmp_path_factory.mktemp("data")),
@@ -75,7 +64,7 @@ def test_client_that_disconnects_stops_rendering(server):
 
     hang_up_after_two_seconds()
     hung_up = time.monotonic()
-    match = _wait_for_log(server, r"request (\w+) cancelled after (\d+) frames \(client disconnected; "
+    match = server.wait_for_log(r"request (\w+) cancelled after (\d+) frames \(client disconnected; "
                                   r"stopped ([\d.]+) s after the cancel\)", timeout=5)
     noticed = time.monotonic() - hung_up
     assert int(match.group(2)) > 0, "the render had not started: the test did not disconnect mid-render"
@@ -94,7 +83,7 @@ def test_a_request_past_the_timeout_gets_a_504_and_its_work_stops(server):
     body = response.json()
     assert body["error"] == "timeout" and body["request_id"] == response.headers["x-request-id"]
     assert time.monotonic() - started < 4 + 3
-    _wait_for_log(server, rf"request {body['request_id']} cancelled after \d+ frames \(timeout", timeout=3)
+    server.wait_for_log(rf"request {body['request_id']} cancelled after \d+ frames \(timeout", timeout=3)
 
 
 def test_sigterm_lets_short_work_finish_and_cancels_the_rest_within_the_grace(tmp_path):

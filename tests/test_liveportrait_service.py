@@ -25,10 +25,7 @@ def liveportrait_server():
 
 
 def test_health_reports_liveportrait(liveportrait_server):
-    health = liveportrait_server.health()
-    assert health["avatar_backend"] == "liveportrait"
-    assert health["models"]["avatar"] is True
-    assert health["models"]["avatar_backend"] == "liveportrait"
+    liveportrait_server.assert_serves("liveportrait")
 
 
 def test_generate_returns_an_mp4_as_long_as_the_speech(liveportrait_server, tmp_path):

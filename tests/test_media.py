@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import ImageTooLargeError, InvalidAudioError, InvalidImageError
+from runtime.errors import AudioTooLargeError, ImageTooLargeError, InvalidAudioError, InvalidImageError
 from runtime.media.audio import Speech, decode_audio, wav_bytes
 from runtime.media.encode import encode_mp4
 from runtime.media.portrait import decode_portrait
@@ -93,7 +93,7 @@ def test_decode_audio_reads_wav_and_refuses_garbage():
     assert decoded.sample_rate == 16000 and abs(len(decoded.samples) - 16000) < 10
     with pytest.raises(InvalidAudioError):
         decode_audio(b"definitely not audio" * 100, max_seconds=10, max_bytes=10**6)
-    with pytest.raises(Exception, match="longer than the limit"):
+    with pytest.raises(AudioTooLargeError, match="longer than the limit"):
         decode_audio(wav_bytes(speech), max_seconds=0.5, max_bytes=10**6)
 
 

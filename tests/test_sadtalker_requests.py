@@ -59,12 +59,13 @@ def test_clips_of_different_lengths_do_not_recompile_the_renderer():
     """torch.compile on the CPU (inductor's C++ backend): minutes on a 2-core machine."""
     from torch._dynamo.utils import counters
 
+    graphs_before = counters["stats"]["unique_graphs"]  # process-wide: other tests may have compiled
     engine = SadTalkerEngine.load(random_models_dir() / "sadtalker", "cpu", sizes=(256,), batch_size=2,
                                   compile_renderer=True)
     warm_up(engine)
     assert engine.compiled
     graphs_after_warm_up = counters["stats"]["unique_graphs"]
-    assert graphs_after_warm_up >= 1
+    assert graphs_after_warm_up > graphs_before, "warm_up compiled nothing"
 
     portrait = (np.random.default_rng(0).random((320, 320, 3)) * 255).astype(np.uint8)
     prepared = engine.prepare_portrait(portrait, synthetic_landmarks(320, 320))

@@ -26,11 +26,7 @@ def sadtalker_server():
 
 
 def test_health_reports_sadtalker(sadtalker_server):
-    health = sadtalker_server.health()
-    assert health["avatar_backend"] == "sadtalker"
-    assert health["models"]["avatar"] is True
-    assert health["models"]["avatar_backend"] == "sadtalker"
-    assert health["detail"]["avatar"]["fell_back"] is False
+    sadtalker_server.assert_serves("sadtalker")
 
 
 def test_generate_returns_an_mp4_as_long_as_the_speech(sadtalker_server, tmp_path):

@@ -1,16 +1,15 @@
 """Watching the avatar while it renders: POST /generate/stream against a real server."""
 from __future__ import annotations
 
-import io
-import re
-import threading
 import time
 
-import av
 import pytest
 
 from runtime.media.fmp4 import FragmentReader, iter_boxes
 from runtime.media.lipsync import measure_lip_sync
+
+from testkit.mp4 import first_video_frame
+from testkit.service import PeakRss, rss_bytes
 
 from .test_service_e2e import SPEECH, assert_lip_synced_video
 
@@ -22,20 +21,6 @@ PARAGRAPH = (
 SIXTY_SECONDS = PARAGRAPH * 5
 
 pytestmark = pytest.mark.service
-
-
-def _first_frame(data: bytes):
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            for frame in container.decode(video=0):
-                return frame
-    except (av.error.FFmpegError, ValueError, IndexError):
-        return None
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1)) / 1024
 
 
 def test_first_frame_plays_before_the_stream_ends_and_the_whole_body_is_a_synced_mp4(default_server, tmp_path):
@@ -51,7 +36,7 @@ def test_first_frame_plays_before_the_stream_ends_and_the_whole_body_is_a_synced
         for chunk in response.iter_raw():
             body.extend(chunk)
             if first_frame_at is None:
-                frame = _first_frame(bytes(body))
+                frame = first_video_frame(bytes(body))
                 if frame is not None:
                     first_frame_at = len(body)
                     assert frame.width == 512 and frame.height == 512
@@ -104,48 +89,35 @@ def test_sixty_seconds_of_speech_stream_in_bounded_memory_and_start_before_tts_c
     pid = default_server.process.pid
     with default_server.client() as client:
         client.post("/generate", json={"text": "Warm up."}).raise_for_status()
-    idle = _rss_mb(pid)
-    peak = [idle]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], _rss_mb(pid))
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    idle = rss_bytes(pid)
     reader, media_seconds = FragmentReader(), 0.0
-    try:
-        with default_server.client() as client:
-            started = time.perf_counter()
-            with client.stream("POST", "/generate/stream", json={"text": SIXTY_SECONDS}) as response:
-                first_fragment = None
-                for chunk in response.iter_raw():
-                    for fragment in reader.feed(chunk):
-                        first_fragment = first_fragment or time.perf_counter() - started
-                        media_seconds = fragment.end_seconds()
-    finally:
-        done.set()
-        sampler.join()
+    with PeakRss(pid) as memory, default_server.client() as client:
+        started = time.perf_counter()
+        with client.stream("POST", "/generate/stream", json={"text": SIXTY_SECONDS}) as response:
+            first_fragment = None
+            for chunk in response.iter_raw():
+                for fragment in reader.feed(chunk):
+                    first_fragment = first_fragment or time.perf_counter() - started
+                    media_seconds = fragment.end_seconds()
     assert media_seconds > 50
     assert first_fragment < whole_tts_seconds, (first_fragment, whole_tts_seconds)
-    assert peak[0] - idle < 300, f"RSS grew from {idle:.0f} MB to {peak[0]:.0f} MB"
+    growth_mb = (memory.peak_bytes - idle) / 2**20
+    assert growth_mb < 300, f"RSS grew from {idle / 2**20:.0f} MB by {growth_mb:.0f} MB"
 
 
 def test_client_that_disconnects_stops_rendering(default_server):
+    cancelled_before = default_server.health()["detail"]["requests"]["cancelled"]  # the server is shared
     with default_server.client() as client:
         with client.stream("POST", "/generate/stream", json={"text": SIXTY_SECONDS}) as response:
             request_id = response.headers["x-request-id"]
             for _ in response.iter_raw():
                 break  # the first bytes are here: hang up
-    closed = time.monotonic()
-    pattern = re.compile(rf"request {request_id} cancelled after (\d+) frames \(.*; stopped ([0-9.]+) s after the cancel\)")
-    match = None
-    while match is None and time.monotonic() - closed < 10:
-        match = pattern.search(default_server.log())
-        time.sleep(0.05)
-    assert match, "the server did not log the cancellation"
+    match = default_server.wait_for_log(
+        rf"request {request_id} cancelled after (\d+) frames \(.*; stopped ([0-9.]+) s after the cancel\)", timeout=10)
     frames, stopped_after = int(match.group(1)), float(match.group(2))
     assert frames < 60 * 25 / 2, "most of the speech was never rendered"
     assert stopped_after < 1.0
-    assert default_server.health()["detail"]["requests"]["cancelled"] >= 1
+    deadline = time.monotonic() + 5  # the count moves just after the log line, in the request's thread
+    while default_server.health()["detail"]["requests"]["cancelled"] == cancelled_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert default_server.health()["detail"]["requests"]["cancelled"] == cancelled_before + 1

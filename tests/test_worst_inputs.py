@@ -6,25 +6,19 @@ import base64
 import io
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from testkit.service import PeakRss, rss_bytes
+
 from .server import start_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 MEMORY_BUDGET_BYTES = 400 * 1024 * 1024
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _huge_png(astronaut: np.ndarray) -> str:
@@ -52,17 +46,9 @@ def test_the_worst_texts_and_four_40_megapixel_pngs_at_once(tmp_path, astronaut)
         with server.client() as client:  # idle = loaded, warm, one ordinary request served
             assert client.post("/generate", json={"text": "Warming up."}).status_code == 200
         time.sleep(0.5)
-        idle = _rss_bytes(pid)
-        peak = idle
+        idle = rss_bytes(pid)
         answers: dict[str, int | str] = {}
         details: dict[str, str] = {}
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, _rss_bytes(pid))
-                time.sleep(0.02)
 
         def send(name: str, json_body: dict | None = None, raw: bytes | None = None) -> None:
             try:
@@ -75,17 +61,14 @@ def test_the_worst_texts_and_four_40_megapixel_pngs_at_once(tmp_path, astronaut)
             except httpx.HTTPError as exc:
                 answers[name] = f"{type(exc).__name__}: {exc}"
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
         senders = [threading.Thread(target=send, args=(name, body)) for name, body in bodies.items()]
         senders += [threading.Thread(target=send, args=(name, None, raw)) for name, raw in raw_bodies.items()]
         started = time.monotonic()
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join(timeout=max(1.0, 300 - (time.monotonic() - started)))
-        stop.set()
-        sampler.join()
+        with PeakRss(pid, interval_s=0.02) as memory:
+            for sender in senders:
+                sender.start()
+            for sender in senders:
+                sender.join(timeout=max(1.0, 300 - (time.monotonic() - started)))
         assert server.alive()
         with server.client() as client:
             assert client.post("/generate", json={"text": "Still serving."}).status_code == 200
@@ -94,6 +77,7 @@ def test_the_worst_texts_and_four_40_megapixel_pngs_at_once(tmp_path, astronaut)
     for name, status in answers.items():
         assert isinstance(status, int) and (status == 200 or 400 <= status < 500), (name, status, details)
     assert answers["a NUL"] == 422 and answers["a lone surrogate"] == 422
+    peak = memory.peak_bytes
     growth = peak - idle
     print(f"idle {idle / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB, growth {growth / 2**20:.0f} MB; {answers} {details}")
     assert growth < MEMORY_BUDGET_BYTES, f"RSS grew by {growth / 2**20:.0f} MB over idle ({idle / 2**20:.0f} MB)"
