@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
 def default_server(tmp_path_factory) -> RunningServer:
     """The service on the embedded default, as `./scripts/serve.sh` starts it (empty MODELS_DIR)."""
     models = tmp_path_factory.mktemp("no-models")
-    with start_server(MODELS_DIR=str(models)) as server:
+    with start_server(MODELS_DIR=str(models), DATA_DIR=str(tmp_path_factory.mktemp("data"))) as server:
         yield server
 
 

@@ -201,8 +201,8 @@ def test_speed_options_default_per_device_and_unknown_ones_are_refused():
     engine = LivePortraitEngine(load_networks(directory), torch.device("cpu"), occlusion_taps=True, compile=None)
     assert set(engine.options) == set(CUDA_DEFAULTS)
     assert engine.options["occlusion_taps"] and not any(v for k, v in engine.options.items() if k != "occlusion_taps")
-    with pytest.raises(TypeError, match="spectral_mask_convs"):
-        LivePortraitEngine(load_networks(directory), torch.device("cpu"), spectral_mask_convs=True)
+    with pytest.raises(TypeError, match="spectral_mask_convs"):  # refused before the networks are touched
+        LivePortraitEngine(engine.networks, torch.device("cpu"), spectral_mask_convs=True)
 
 
 def test_aligned_channels_needs_folded_norms():

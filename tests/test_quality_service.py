@@ -27,6 +27,7 @@ def refiner_server(tmp_path_factory):
         yield server
 
 
+@pytest.mark.slow  # refiner_server: ~8% of the fast tier's CPU; test_wav2lip.py keeps the refiner there
 def test_refiner_runs_after_the_backend_and_a_request_can_turn_it_off(refiner_server, astronaut, tmp_path):
     refiner = refiner_server.health()["detail"]["lip_refiner"]
     assert refiner["active"] is True and refiner["checkpoint"] == "wav2lip_gan.pth"
@@ -56,6 +57,7 @@ def test_refiner_runs_after_the_backend_and_a_request_can_turn_it_off(refiner_se
     assert done["detection_hit_rate"] == 1.0 and done["detections"] < done["frames"] / 4
 
 
+@pytest.mark.slow  # refiner_server: ~8% of the fast tier's CPU; test_wav2lip.py keeps the refiner there
 def test_the_stream_is_refined_too(refiner_server, astronaut, tmp_path):
     speech = speak(TEXT)
     wav = io.BytesIO()

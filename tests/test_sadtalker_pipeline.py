@@ -267,6 +267,7 @@ def test_cuda_rewrites_of_the_dense_motion_network_change_nothing_but_rounding(n
         assert (ours - theirs).abs().max() < 1e-4
 
 
+@pytest.mark.slow  # bf16 convs on a CPU without bf16 units: ~30 s of CPU for one 256 px frame
 def test_cpu_mixed_precision_stays_close_to_fp32(nets):
     """The CPU fast path (decoder and hourglass in bf16, sampling and keypoints in fp32) against
     fp32. Measured on these random weights: mean abs 4.3e-3 (about 1/255), max 3.3e-2."""
