@@ -124,3 +124,26 @@ def test_a_short_batch_renders_on_its_own_graph_like_the_full_batch():
     error = (small - full).abs()
     assert error.mean().item() <= MEAN_TOLERANCE and error.max().item() <= MAX_TOLERANCE, error.max().item()
     torch._dynamo.reset()
+
+
+def test_a_short_mixed_batch_renders_on_its_own_graph_like_each_portrait_alone():
+    """The scheduler's partial batches: 5 frames of two portraits pad to a short batch's graph
+    where warm-up timed it quicker than the full one, and equal each portrait rendered alone."""
+    from runtime.engines.batched_render import pad_rows
+    from runtime.engines.sadtalker.mixed_batch import render_mixed_faces
+
+    engine = SadTalkerEngine.load(random_models_dir() / "sadtalker", "cuda", sizes=(256,), batch_size=32)
+    warm_up(engine)
+    renderer = engine.renderers[256]
+    engine.batch_seconds[256] = {8: 0.001, 16: 0.002, 32: 1.0}  # whatever warm-up measured: make the short graph win
+    rng = np.random.default_rng(1)
+    portraits = [engine.prepare_portrait((rng.random((300, 400, 3)) * 255).astype(np.uint8), synthetic_landmarks(400, 300))
+                 for _ in range(2)]
+    windows = 0.3 * torch.randn(5, engine.coeff_channels, 27, generator=torch.Generator().manual_seed(4))
+    index = [0, 1, 1, 0, 1]
+    faces = render_mixed_faces(engine, portraits, index, windows).float()
+    for row, portrait in enumerate(index):
+        alone = renderer.render_batch(portraits[portrait].source, pad_rows(windows[row:row + 1], 32))[0].float()
+        error = (faces[row] - alone).abs()
+        assert error.mean().item() <= MEAN_TOLERANCE and error.max().item() <= MAX_TOLERANCE, error.max().item()
+    torch._dynamo.reset()

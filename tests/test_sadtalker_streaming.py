@@ -84,7 +84,7 @@ def test_a_short_unit_pads_to_the_quickest_batch_shape_that_holds_it(engine_and_
     saved = dict(engine.batch_seconds)
     engine.batch_seconds[256] = timed
     try:
-        padded_size = engine._padded_size(256)
+        padded_size = engine.padded_batch_size(256)
         assert [padded_size(count) for count in (3, 8, 12, 20, 40)] == [8, 8, 32, 32, 64]
         rows = torch.arange(70.0)[:, None]
         shapes = [(chunk.shape[0], count) for chunk, count in padded_batches(rows, 64, True, padded_size)]

@@ -216,10 +216,10 @@ class SadTalkerEngine:
         pad = renderer.compiled or self.device.type == "cuda"
         batches = ((paste_boxes(renderer.render_batch(portrait.source, chunk), portrait.paste), count)
                    for chunk, count in padded_batches(windows, self.batch_sizes[portrait.size], pad,
-                                                      self._padded_size(portrait.size)))
+                                                      self.padded_batch_size(portrait.size)))
         return self.host_frames.frames(batches, FaceBox(portrait.portrait, portrait.paste.region))
 
-    def _padded_size(self, size: int) -> Callable[[int], int]:
+    def padded_batch_size(self, size: int) -> Callable[[int], int]:
         """For a short batch of `count` frames, the frame count to pad it to: of the shapes
         warm-up timed (batch_seconds), the quickest that holds it; else the full batch."""
         timed = self.batch_seconds.get(size, {})

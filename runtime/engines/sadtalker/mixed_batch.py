@@ -4,7 +4,8 @@ each frame is pasted back into its own portrait.
 
 Each portrait's tensors are gathered by frame (`FaceRenderer.render_gathered`: on CUDA the
 compiled batch at the engine's batch size, replayed as its own CUDA graph); a shorter batch is
-padded to that size, so nothing recompiles. `SadTalkerEngine.animate` keeps its path for one
+padded to that size, or to a short batch's graph where warm-up found that quicker, so nothing
+recompiles. `SadTalkerEngine.animate` keeps its path for one
 portrait, where the whole batch samples a single volume in place.
 """
 from __future__ import annotations
@@ -37,8 +38,10 @@ def render_mixed_faces(engine: SadTalkerEngine, portraits: Sequence[PreparedPort
     windows = target_windows
     renderer = engine.renderers[size]
     if renderer.compiled or engine.device.type != "cpu":
-        # One shape per batch size, as in SadTalkerEngine.animate; the padding frames are dropped.
-        index, windows = pad_rows(index, batch_size), pad_rows(windows, batch_size)
+        # Shapes the engine has ready, as in SadTalkerEngine.render: the full batch, or the
+        # quickest short one that holds the frames; the padding frames are dropped.
+        padded = engine.padded_batch_size(size)(frames) if frames < batch_size else batch_size
+        index, windows = pad_rows(index, padded), pad_rows(windows, padded)
     index, windows = to_device(index, engine.device), to_device(windows, engine.device, torch.float32)
     per_portrait = zip(*(portrait.source.tensors() for portrait in portraits))  # each (1, ...) per portrait
     gathered = [torch.cat(tensors).index_select(0, index) for tensors in per_portrait]

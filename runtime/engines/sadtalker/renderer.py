@@ -70,8 +70,10 @@ class FaceRenderer:
         # tensors (mixed_batch.py): two shapes of the same function, each with its own graph.
         self._batch: Callable[..., torch.Tensor] = self.render_windows
         self._gathered_batch: Callable[..., torch.Tensor] = self.render_windows
-        # CUDA graphs of the eager batch for a few frame counts below the batch size (capture_small).
+        # CUDA graphs of the eager batch for a few frame counts below the batch size (capture_small),
+        # of one portrait and gathered (mixed), by frame count.
         self._small_batches: dict[int, Callable[..., torch.Tensor]] = {}
+        self._small_gathered: dict[int, Callable[..., torch.Tensor]] = {}
         self.compiled = False
 
     def compile(self) -> None:
@@ -98,14 +100,17 @@ class FaceRenderer:
                                                    *gathered_example(prepared, windows.shape[0]))
 
     def capture_small(self, prepared: "PreparedSource", window: torch.Tensor, frame_counts: tuple[int, ...]) -> None:
-        """On CUDA, a CUDA graph of the eager batch (nothing to compile) for each frame count,
-        captured with `window` (1, C, 27) repeated: a short render unit (a stream's first frames,
-        a short clip) pads to one of them rather than to the full compiled batch."""
+        """On CUDA, CUDA graphs of the eager batch (nothing to compile), of one portrait and
+        gathered, for each frame count, captured with `window` (1, C, 27) repeated: a short render
+        unit (a stream's first frames, a short clip) pads to one of them rather than to the full
+        compiled batch."""
         window = window.to(self.device, torch.float32)
         with torch.inference_mode():
             for frames in frame_counts:
                 example = window.expand(frames, -1, -1).contiguous()
-                self._small_batches[frames] = capture_if_cuda(self.render_windows, example, *prepared.tensors())
+                one = capture_if_cuda(self.render_windows, example, *prepared.tensors())
+                gathered = capture_if_cuda(self.render_windows, example, *gathered_example(prepared, frames))
+                self._small_batches[frames], self._small_gathered[frames] = one, gathered
 
     @property
     def small_batches(self) -> tuple[int, ...]:
@@ -154,7 +159,8 @@ class FaceRenderer:
         PreparedSource.tensors() gathered per frame (each (B, ...)) -> frames (B, 3, S, S) in
         [0, 1], renderer dtype. Compiled or captured: B must be the batch size it was made for."""
         windows = target_windows.to(self.device, torch.float32, memory_format=torch.contiguous_format, copy=True)
-        return self._gathered_batch(windows, *(tensor.contiguous() for tensor in tensors))
+        batch = self._small_gathered.get(windows.shape[0], self._gathered_batch)
+        return batch(windows, *(tensor.contiguous() for tensor in tensors))
 
     @torch.inference_mode()
     def driving_keypoints(self, prepared: PreparedSource, target_windows: torch.Tensor) -> torch.Tensor:
