@@ -218,7 +218,8 @@ def main() -> None:
                     started = time.perf_counter()
                     VARIANTS[name](source, speech, Path(workdir) / f"{name}.mp4", args.preset, args.crf)
                     timings[name].append(time.perf_counter() - started)
-            result["seconds"][str(side)] = {name: round(statistics.median(values), 3) for name, values in timings.items()}
+            result["seconds"][str(side)] = {name: round(statistics.median(values), 3)
+                                            for name, values in timings.items()}
             result["kilobytes"][str(side)] = {name: round((Path(workdir) / f"{name}.mp4").stat().st_size / 1024)
                                               for name in args.variants}
     result["load_after"] = round(os.getloadavg()[0], 2)

@@ -32,7 +32,8 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     return [chunk for chunk in chunks if chunk]
 
 
-def ramped_chunks(text: str, max_chars: int = DEFAULT_MAX_CHARS, first_chars: int = 32, min_first_chars: int = 10) -> list[str]:
+def ramped_chunks(text: str, max_chars: int = DEFAULT_MAX_CHARS, first_chars: int = 32,
+                  min_first_chars: int = 10) -> list[str]:
     """split_text's chunks, the first ones cut smaller: a stream can start on the first after a short
     synthesis, and each chunk's synthesis then fits in the playing time of the ones before it.
 
