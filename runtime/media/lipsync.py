@@ -12,7 +12,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from scipy.stats import spearmanr
 
 from . import landmarks as lm
 from .landmarks import FaceLocator, square_around
@@ -105,6 +104,8 @@ def frame_loudness_db(samples: np.ndarray, sample_rate: int, fps: float, frames:
 def lag_correlations(openings: np.ndarray, loudness_db: np.ndarray, max_lag: int) -> dict[int, float]:
     """Spearman rho of lip opening (frames,) against loudness (frames,) at lags -max_lag..max_lag
     frames (positive: lips move after the sound); nan where fewer than 4 frames have a face."""
+    from scipy.stats import spearmanr  # here, not at the top: importing scipy.stats costs each server start ~0.5 s
+
     frames = len(openings)
     correlations = {}
     for lag in range(-max_lag, max_lag + 1):
