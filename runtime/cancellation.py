@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
+
+POLL_SECONDS = 0.05  # how often a wait looks at its cancel tokens
 
 
 class Cancelled(Exception):
@@ -41,3 +43,14 @@ class CancelToken:
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`, waking at once on cancel; True if cancelled."""
         return self._event.wait(seconds)
+
+
+def wait_cancellably(step: Callable[[float], bool], *tokens: CancelToken, poll_s: float = POLL_SECONDS) -> None:
+    """The one way to block on a queue or condition while a request may be cancelled: call
+    `step(poll_s)` (which waits at most poll_s seconds and says whether it is done) until it is,
+    raising Cancelled as soon as any token is cancelled."""
+    while True:
+        for token in tokens:
+            token.check()
+        if step(poll_s):
+            return

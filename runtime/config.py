@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     # Whole-file clips rendered and encoded at once; the rest wait in line. An x264 encoder holds
     # about 75 MB at 1024 px, so this bounds memory. None = max(2, CPU cores // 4).
     max_concurrent_generations: Optional[int] = Field(None, ge=1)
+    # Admission of streams (/generate/stream, /ws) and whole-file requests by the frames per second
+    # they need: a stream is admitted only while every admitted one stays real time (else 503 with
+    # Retry-After); a whole-file request waits for room. RENDER_CAPACITY_FPS is the starting estimate
+    # of frames per second at full batches (None: the backend's figure for the device; meshwarp
+    # measures one clip at start-up); the device's render scheduler corrects it from the batches it runs.
+    render_capacity_fps: Optional[float] = Field(None, gt=0)
+    render_headroom: float = Field(0.9, gt=0, le=1)  # share of the capacity streams may take
+    busy_retry_after_s: float = Field(5.0, gt=0)  # the Retry-After of a refused stream
     max_video_bytes: int = Field(100 * 1024 * 1024, ge=1024)  # POST /evaluate
     max_evaluate_seconds: float = Field(120.0, gt=0)  # longest video /evaluate and `avatar score` accept
 

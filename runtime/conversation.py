@@ -22,7 +22,7 @@ from .errors import InvalidTextError, UserInputError
 from .media.audio import Speech, resample
 from .media.encode import Mp4Encoder
 from .media.fmp4 import iter_boxes
-from .pipeline import TalkingHead, Worker, synthesize_chunks
+from .pipeline import TalkingHead, Worker, get_cancellably, put_cancellably, synthesize_chunks
 from .text_rules import check_text_characters
 from .tts.base import TTSEngine
 
@@ -90,11 +90,11 @@ class Conversation:
 
     def _synthesize(self) -> None:
         """TTS thread: each queued text, chunk by chunk, into the speech queue."""
-        while not self.token.cancelled:
+        while True:
             try:
-                utterance = self._texts.get(timeout=0.1)
-            except queue.Empty:
-                continue
+                utterance = get_cancellably(self._texts, self.token)
+            except Cancelled:
+                return
             try:
                 for speech in synthesize_chunks(self.tts, utterance.text, voice=self.voice, speaker_wav=None,
                                                 max_seconds=self.max_seconds, token=self.token,
@@ -108,13 +108,7 @@ class Conversation:
             self._put((utterance, None))
 
     def _put(self, item) -> None:
-        while True:
-            self.token.check()
-            try:
-                self._speech.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_cancellably(self._speech, item, self.token)
 
     def run(self) -> None:
         """Render and emit until cancelled (the socket closed). Never raises Cancelled."""
@@ -141,6 +135,7 @@ class Conversation:
                      self.session_id, self.head.rendered, self.token.reason, stopped)
         finally:
             self.token.cancel("the session ended")
+            self.head.close()
             self.encoder.abort()
             tts.join(timeout=0)
 

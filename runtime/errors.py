@@ -70,7 +70,9 @@ class LipRefinerUnavailableError(UserInputError):
 
 
 class ServiceBusyError(Exception):
-    """Too many requests are already waiting for the device."""
+    """Too many requests are already waiting for the device (503, Retry-After: retry_after_s)."""
+
+    retry_after_s: float = 5.0
 
 
 class BackendUnavailable(RuntimeError):

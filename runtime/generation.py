@@ -2,8 +2,11 @@
 
 It knows neither HTTP nor any model's internals. Every request runs on the streaming pipeline
 (runtime.pipeline): a regular mp4 for /generate, fMP4 fragments for /generate/stream, a live
-session for /ws. Requests share the device a render unit at a time; at most
-Settings.max_pending_requests are in flight, beyond that ServiceBusyError.
+session for /ws. A backend with a batch renderer (LivePortrait, SadTalker) gets one render
+scheduler for the device, whose batches mix frames of every request; the others (meshwarp) render
+each request in its own thread. Either way each request is admitted by the frames per second it
+needs (runtime.scheduling.Admission): streams are refused when full (SchedulerBusyError), whole-file
+requests wait. At most Settings.max_pending_requests are in flight, beyond that ServiceBusyError.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +30,13 @@ from .errors import InvalidAudioError, InvalidTextError, ServiceBusyError, Unkno
 from .media.audio import Speech, decode_audio
 from .media.encode import Mp4Encoder
 from .media.portrait import PortraitDecoder, load_portrait_file
-from .models.base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, LipRefinerSelection
-from .pipeline import Clip, SpeechFeed, StageSeconds, TalkingHead, synthesize_chunks
+from .media.speech_motion import SpeechMotion
+from .models.base import (AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, BatchedSession,
+                          LipRefinerSelection)
+from .pipeline import (Clip, DirectFrames, ScheduledFrames, SpeechFeed, StageSeconds, TalkingHead, UnitFrames,
+                       Worker, synthesize_chunks)
+from .scheduling import Admission, RenderScheduler, Stream
+from .scheduling.parallel import ParallelRendering
 from .text_rules import check_text_characters
 from .tts.base import TTSEngine
 from .workdirs import new_workdir
@@ -81,6 +90,28 @@ class GenerationResult:
     lip_refiner: str = "none"  # the refiner that ran after the backend
 
 
+class RenderShare:
+    """A request's admitted share of rendering, held until its clip or session ends: a stream of the
+    device's render scheduler, or a ticket of the parallel admission."""
+
+    def __init__(self, *, stream: Optional[Stream] = None, parallel: Optional[ParallelRendering] = None,
+                 ticket: Optional[int] = None):
+        self.stream, self.parallel, self.ticket = stream, parallel, ticket
+
+    def frames(self, session: AvatarSession, token: CancelToken, fps: int) -> UnitFrames:
+        if self.stream is not None:
+            if not isinstance(session, BatchedSession):
+                raise TypeError(f"{type(session).__name__} plans no payloads for the render scheduler")
+            return ScheduledFrames(session, self.stream, fps)
+        return DirectFrames(session, token, fps, self.parallel)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        else:
+            self.parallel.admission.release(self.ticket)
+
+
 class GenerationService:
     """Runs requests through a loaded TTS engine and avatar backend (interfaces, not factories)."""
 
@@ -90,7 +121,19 @@ class GenerationService:
         self.tts = tts
         self.avatar = avatar
         self.lip_refiner = lip_refiner or LipRefinerSelection()
-        self._device_lock = threading.Lock()  # one render unit on the device at a time
+        self.scheduler: Optional[RenderScheduler] = None
+        self.parallel: Optional[ParallelRendering] = None
+        renderer = avatar.batch_renderer
+        if renderer is not None:
+            self.scheduler = RenderScheduler(
+                renderer, batch_size=renderer.batch_size,
+                initial_capacity_fps=settings.render_capacity_fps or renderer.estimated_frames_per_second(),
+                headroom=settings.render_headroom, retry_after_s=settings.busy_retry_after_s).start()
+        else:
+            # Until measure_capacity() runs, a placeholder: a few 25 fps streams.
+            self.parallel = ParallelRendering(Admission(settings.render_capacity_fps or 100.0,
+                                                        headroom=settings.render_headroom,
+                                                        retry_after_s=settings.busy_retry_after_s))
         self._pending = 0
         self._pending_lock = threading.Lock()
         slots = settings.max_concurrent_generations or max(2, (os.cpu_count() or 2) // 4)
@@ -106,12 +149,63 @@ class GenerationService:
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def admission(self) -> Admission:
+        return self.scheduler.admission if self.scheduler is not None else self.parallel.admission
+
     def describe(self) -> dict:
-        """The pipeline's part of /health: its queue and what it has done."""
+        """The pipeline's part of /health: its queue, rendering capacity and what it has done."""
+        rendering = {"mode": "render scheduler" if self.scheduler is not None else "parallel",
+                     **self.admission.describe()}
+        if self.scheduler is not None:
+            rendering["batch_size"] = self.scheduler.batch_size
         return {
             "queue": {"pending": self._pending, "limit": self.settings.max_pending_requests},
+            "rendering": rendering,
             "requests": {"completed": self.completed, "failed": self.failed, "cancelled": self.cancelled},
         }
+
+    def measure_capacity(self) -> None:
+        """Parallel rendering (meshwarp): the capacity is what as many clips as the CPU has cores,
+        rendered and encoded at once from the default portrait, deliver per second together (the
+        parallel analogue of a full batch; the encoder is the bound). RENDER_CAPACITY_FPS, when set,
+        is taken as it is. The render scheduler measures its own from the batches it runs."""
+        if self.parallel is None or self.settings.render_capacity_fps is not None:
+            return
+        clips = max(1, os.cpu_count() or 1)
+        workers = [Worker(self._one_silent_clip, f"capacity-{index}") for index in range(clips)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        seconds = time.perf_counter() - started
+        for worker in workers:
+            if worker.error is not None:
+                raise worker.error
+        measured = sum(worker.result for worker in workers) / seconds
+        self.parallel.admission.measured(measured)
+        log.info("Parallel rendering: %d clips at once render and encode %.0f frames/s here", clips, measured)
+
+    def _one_silent_clip(self) -> int:
+        """Render and encode 2 s of the default portrait at rest, as a request would; the frame count."""
+        fps, rate = self.settings.default_fps, CONVERSATION_SAMPLE_RATE
+        session = self.avatar.start_session(self.default_portrait(), fps)
+        motion = SpeechMotion(rate, fps)
+        speech = Speech(np.zeros(2 * rate, np.float32), rate)
+        encoder = Mp4Encoder(fps, fragment_frames=fps, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
+        encoder.add_speech(speech)
+        frames = 0
+        for piece in (motion.push(speech.samples), motion.finish()):
+            piece_speech = Speech(np.zeros(round(piece.n_frames * rate / fps), np.float32), rate)
+            for frame in session.render(piece, piece_speech) if piece.n_frames else ():
+                encoder.add_frame(frame)
+                encoder.take()
+                frames += 1
+        encoder.close()
+        return frames
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
     def default_portrait(self) -> np.ndarray:
         if self._default_portrait is None:
@@ -185,25 +279,34 @@ class GenerationService:
         options = AnimationOptions(still=request.still, expression_scale=request.expression_scale)
         return self.avatar.start_session(portrait, fps, options, backend_options)  # NoFaceError now
 
-    def _head(self, session: AvatarSession, sample_rate: int, fps: int, token: CancelToken, seconds: StageSeconds,
-              lip_refine: Optional[bool]) -> TalkingHead:
-        """The session that renders, with the lip refiner after it when the request wants it."""
+    def _render_share(self, fps: int, token: CancelToken, wait_s: float) -> RenderShare:
+        """Admission for a request needing `fps` frames per second: SchedulerBusyError (a 503 with
+        Retry-After) when there is no room within wait_s seconds."""
+        if self.scheduler is not None:
+            return RenderShare(stream=self.scheduler.open_stream(fps, wait_s=wait_s, cancel_token=token))
+        ticket = self.parallel.admission.admit(fps, wait_s=wait_s, cancel_token=token)
+        return RenderShare(parallel=self.parallel, ticket=ticket)
+
+    def _head(self, session: AvatarSession, share: RenderShare, sample_rate: int, fps: int, token: CancelToken,
+              seconds: StageSeconds, lip_refine: Optional[bool]) -> TalkingHead:
+        """The session that renders through its share, with the lip refiner after it when the request wants it."""
         refine = self.lip_refiner.refiner.session(fps) if self.lip_refiner.wants(lip_refine) else None
-        return TalkingHead(session, sample_rate, fps, self._device_lock, token, seconds, refine)
+        return TalkingHead(session, sample_rate, fps, share.frames(session, token, fps), token, seconds, refine,
+                           on_close=share.close)
 
     def _open_clip(self, request: GenerationRequest, fps: int, backend_options: BackendOptions,
-                   token: CancelToken, on_progress: Optional[Progress] = None) -> Clip:
+                   token: CancelToken, share: RenderShare, seconds: StageSeconds,
+                   on_progress: Optional[Progress] = None) -> Clip:
         """Everything that can fail because of the request, done before the first byte: the portrait
         decoded and its face prepared, the first speech chunk synthesized. The rest runs when the
-        returned Clip is consumed."""
-        seconds = StageSeconds()
+        returned Clip is consumed (the clip gives `share` back when it ends)."""
         # TTS runs from now on, a chunk or two ahead of rendering: the first chunk while the portrait
         # is prepared (both take a while for a new portrait), the next ones while the first frames
         # render; a bad voice or nothing to say is a 4xx before any byte is sent.
         speech = SpeechFeed(self._speech(request, token), token, f"tts-{request.request_id}")
         try:
             session = self._session(request, fps, backend_options)
-            head = self._head(session, speech.first().sample_rate, fps, token, seconds, request.lip_refine)
+            head = self._head(session, share, speech.first().sample_rate, fps, token, seconds, request.lip_refine)
         except BaseException:
             speech.stop()
             raise
@@ -219,9 +322,17 @@ class GenerationService:
         self._admit()
         outcome = "failed"
         token = token or CancelToken()
+        seconds = StageSeconds()
         try:
+            seconds.render_enters("queue")  # waiting for an encoder slot and for rendering capacity
             with self._generation_slot(token):
-                clip = self._open_clip(request, fps, backend_options, token, on_progress)
+                share = self._render_share(fps, token, wait_s=self.settings.request_timeout_s)
+                seconds.render_enters("tts")
+                try:
+                    clip = self._open_clip(request, fps, backend_options, token, share, seconds, on_progress)
+                except BaseException:
+                    share.close()
+                    raise
                 workdir = workdir or new_workdir()
                 path = workdir / f"{request.request_id}.mp4"
                 encoded = clip.write(path, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
@@ -256,7 +367,12 @@ class GenerationService:
         fps, backend_options = self._check(request)
         self._admit()
         try:
-            clip = self._open_clip(request, fps, backend_options, token)
+            share = self._render_share(fps, token, wait_s=0.0)  # a live stream is refused rather than kept waiting
+            try:
+                clip = self._open_clip(request, fps, backend_options, token, share, StageSeconds())
+            except BaseException:
+                share.close()
+                raise
         except BaseException:
             self._release("failed")
             raise
@@ -284,8 +400,13 @@ class GenerationService:
         fps, backend_options = self._check(request, needs_text=False)
         if request.voice is not None and request.voice not in self.tts.voices():
             raise UnknownVoiceError(f"unknown voice {request.voice!r}; available: {', '.join(self.tts.voices())}")
-        session = self._session(request, fps, backend_options)
-        head = self._head(session, CONVERSATION_SAMPLE_RATE, fps, token, StageSeconds(), request.lip_refine)
+        share = self._render_share(fps, token, wait_s=0.0)
+        try:
+            session = self._session(request, fps, backend_options)
+            head = self._head(session, share, CONVERSATION_SAMPLE_RATE, fps, token, StageSeconds(), request.lip_refine)
+        except BaseException:
+            share.close()
+            raise
         s = self.settings
         encoder = Mp4Encoder(fps, fragment_frames=max(1, round(s.fragment_seconds * fps)), preset=s.x264_preset,
                              crf=s.x264_crf)

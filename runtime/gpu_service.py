@@ -99,6 +99,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         loading.cancel()
         if app.state.service is not None:
             app.state.service.generation.tts.close()
+            app.state.service.generation.close()
 
     app = FastAPI(
         title="Realtime avatar GPU service",
@@ -129,6 +130,7 @@ def _load_and_warm(app: FastAPI, settings: Settings, metrics: Metrics, lifecycle
         started = time.perf_counter()
         pipeline.tts.synthesize("Ready.")
         pipeline.avatar.prepare(pipeline.default_portrait())
+        pipeline.measure_capacity()
         log.info("Warmed up in %.2f s", time.perf_counter() - started)
         app.state.avatars = AvatarStore(settings.data_dir, pipeline.avatar, pipeline.portraits,
                                         settings.avatar_cache_size, settings.max_avatars)
@@ -136,6 +138,7 @@ def _load_and_warm(app: FastAPI, settings: Settings, metrics: Metrics, lifecycle
         metrics.watch_queue(lambda: pipeline.pending)
         metrics.watch_device_memory(service.device.name, device_memory_reader(service.device.name))
         metrics.watch_preparations(pipeline.avatar.name, lambda: pipeline.avatar.preparations)
+        metrics.watch_rendering(pipeline.scheduler or pipeline.parallel, service.device.name)
         lifecycle.ready = True
         metrics.ready.set(1)
         log.info("Ready: http://%s:%d", settings.host, settings.port)

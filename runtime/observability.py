@@ -94,6 +94,13 @@ class Metrics:
             "avatar_portrait_preparations", "Per-portrait preparations computed (not served from a cache)",
             {"backend": backend}, count))
 
+    def watch_rendering(self, source, device: str) -> None:
+        """The render scheduler's (or the parallel streams') figures: active streams, frames/s, batch
+        fill, capacity, deadline misses, refused streams (runtime.scheduling.metrics)."""
+        from .scheduling.metrics import register_scheduler_metrics
+
+        register_scheduler_metrics(self.registry, source, device)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -4,7 +4,9 @@ Stages run concurrently and hand over through small bounded queues, so memory is
 text chunk and a few frames whatever the text's length:
 
   TTS thread      text chunk by chunk (tts.chunking.split_text) -> Speech
-  render thread   SpeechMotion.push -> AvatarSession.render (under the device lock, a unit at a time)
+  render thread   SpeechMotion.push -> a unit's frames: planned by a BatchedSession and rendered by the
+                  device's render scheduler in batches shared with other streams (ScheduledFrames), or
+                  rendered by the session in this thread (DirectFrames: meshwarp on the CPU)
   caller          Mp4Encoder: a regular mp4 file, or fMP4 fragments yielded as they are cut
 
 Every stage checks the request's CancelToken between chunks and frames; a cancelled pipeline
@@ -20,19 +22,23 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .cancellation import CancelToken, Cancelled
+from .cancellation import CancelToken, Cancelled, wait_cancellably
 from .errors import InvalidTextError
 from .media.audio import Speech
 from .media.encode import EncodeResult, Mp4Encoder
 from .media.speech_motion import FaceMotion, SpeechMotion
-from .models.base import AvatarSession, RefinerSession
+from .models.base import AvatarSession, BatchedSession, RefinerSession
+from .scheduling import Stream
+from .scheduling.parallel import ParallelRendering
 from .tts.base import TTSEngine
 from .tts.chunking import ramped_chunks
 
 log = logging.getLogger(__name__)
 
-_POLL_SECONDS = 0.05  # how often a stage blocked on a queue looks at the cancel token
 _END = object()
+# How long after its first frame is planned a stream's frame 0 is due (a player's start-up buffer);
+# frame i is due i / fps after that.
+PLAYBACK_DELAY_S = 0.5
 
 
 class StageSeconds:
@@ -100,26 +106,38 @@ class Handoff:
         self._queue: queue.Queue = queue.Queue(maxsize=size)
         self._tokens = tokens
 
-    def _check(self) -> None:
-        for token in self._tokens:
-            token.check()
-
     def put(self, item) -> None:
-        while True:
-            self._check()
-            try:
-                self._queue.put(item, timeout=_POLL_SECONDS)
-                return
-            except queue.Full:
-                continue
+        put_cancellably(self._queue, item, *self._tokens)
 
     def get(self):
-        while True:
-            self._check()
-            try:
-                return self._queue.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                continue
+        return get_cancellably(self._queue, *self._tokens)
+
+
+def get_cancellably(source: queue.Queue, *tokens: CancelToken):
+    """The next item of a queue, giving up (Cancelled) when a token is cancelled."""
+    got: list = []
+
+    def take(poll_s: float) -> bool:
+        try:
+            got.append(source.get(timeout=poll_s))
+            return True
+        except queue.Empty:
+            return False
+
+    wait_cancellably(take, *tokens)
+    return got[0]
+
+
+def put_cancellably(into: queue.Queue, item, *tokens: CancelToken) -> None:
+    """Put into a bounded queue, giving up (Cancelled) when a token is cancelled."""
+    def put(poll_s: float) -> bool:
+        try:
+            into.put(item, timeout=poll_s)
+            return True
+        except queue.Full:
+            return False
+
+    wait_cancellably(put, *tokens)
 
 
 def synthesize_chunks(tts: TTSEngine, text: str, *, voice: Optional[str], speaker_wav: Optional[Speech],
@@ -145,27 +163,96 @@ def synthesize_chunks(tts: TTSEngine, text: str, *, voice: Optional[str], speake
         raise InvalidTextError("the text contains nothing that can be spoken")
 
 
+UnitFrames = Callable[[FaceMotion, Speech], list[np.ndarray]]  # a unit's motion and speech -> its frames
+
+
+class PlaybackClock:
+    """When each frame of a stream is due: frame 0 PLAYBACK_DELAY_S after the first frame was
+    planned, then one every 1 / fps (seconds of time.monotonic)."""
+
+    def __init__(self, fps: int):
+        self.fps = fps
+        self._start: Optional[float] = None
+        self._planned = 0
+
+    def deadlines(self, count: int) -> list[float]:
+        """The deadlines of the next `count` frames."""
+        if self._start is None:
+            self._start = time.monotonic() + PLAYBACK_DELAY_S
+        first, self._planned = self._planned, self._planned + count
+        return [self._start + index / self.fps for index in range(first, first + count)]
+
+
+class DirectFrames:
+    """A session's frames rendered in the calling thread (meshwarp: each stream's own worker, in
+    parallel with the others); `parallel` counts them and the late ones for /metrics."""
+
+    def __init__(self, session: AvatarSession, token: CancelToken, fps: int, parallel: ParallelRendering):
+        self.session = session
+        self._token = token
+        self._clock = PlaybackClock(fps)
+        self._parallel = parallel
+
+    def __call__(self, motion: FaceMotion, speech: Speech) -> list[np.ndarray]:
+        deadlines = self._clock.deadlines(motion.n_frames)
+        frames = []
+        for frame in self.session.render(motion, speech):
+            frames.append(frame)
+            if self._token.cancelled:
+                break
+        self._token.check()
+        now = time.monotonic()
+        self._parallel.frames_done(len(frames), sum(now > deadline for deadline in deadlines[:len(frames)]))
+        return frames
+
+
+class ScheduledFrames:
+    """A BatchedSession's frames through the device's render scheduler: the session plans each
+    frame's payload here, the scheduler renders them in batches shared with other streams, and they
+    come back in order, each due at its PlaybackClock deadline."""
+
+    def __init__(self, session: BatchedSession, stream: Stream, fps: int):
+        self.session = session
+        self.stream = stream
+        self._clock = PlaybackClock(fps)
+        self._results = stream.frames()
+
+    def __call__(self, motion: FaceMotion, speech: Speech) -> list[np.ndarray]:
+        payloads = self.session.plan(motion, speech)
+        self.stream.submit_all(payloads, self.session.portrait, self._clock.deadlines(len(payloads)))
+        return [next(self._results) for _ in payloads]
+
+
 class TalkingHead:
     """A portrait that speaks a stream of speech: the motion is computed as the speech arrives and
-    rendered a unit at a time under the device lock, carrying all state across pushes.
+    rendered a unit at a time (by `frames`: DirectFrames or ScheduledFrames), carrying all state
+    across pushes.
 
     push() and finish() return the frames that became final, in order (silence pushed keeps the
     mouth at rest while blinks and head sway go on); `rendered` counts them."""
 
-    def __init__(self, session: AvatarSession, sample_rate: int, fps: int, device_lock: threading.Lock,
-                 token: CancelToken, seconds: StageSeconds, refine: Optional[RefinerSession] = None):
+    def __init__(self, session: AvatarSession, sample_rate: int, fps: int, frames: UnitFrames,
+                 token: CancelToken, seconds: StageSeconds, refine: Optional[RefinerSession] = None,
+                 on_close: Optional[Callable[[], None]] = None):
         self.session = session
         self.refine = refine  # the lip refiner after the backend, fed the same speech and frames
         self.sample_rate = sample_rate
         self.fps = fps
         self.motion = SpeechMotion(sample_rate, fps)
-        self._lock = device_lock
+        self._frames = frames
+        self._on_close = on_close  # gives the stream's share of rendering back
         self._token = token
         self._seconds = seconds
         self._samples = np.zeros(0, np.float32)  # the stream's speech from sample _samples_start on
         self._samples_start = 0
         self._pending: list[FaceMotion] = []  # final motion not yet rendered
         self.rendered = 0
+
+    def close(self) -> None:
+        """The stream is over (done, failed or cancelled): release what it held. Again is harmless."""
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
         self._keep_samples(samples)
@@ -211,32 +298,17 @@ class TalkingHead:
             start = stop
         if flush and self.refine is not None:
             self._token.check()
-            yield from self._deliver(self.refine.finish())  # on the refiner's own worker: the device lock stays free
+            yield from self._deliver(self.refine.finish())  # on the refiner's own worker
 
     def _render_unit(self, motion: FaceMotion) -> Iterator[np.ndarray]:
         speech = self._speech_for(motion)
-
-        def render() -> list[np.ndarray]:
-            frames = []
-            for frame in self.session.render(motion, speech):
-                frames.append(frame)
-                if self._token.cancelled:
-                    break
-            self._token.check()
-            if len(frames) != motion.n_frames:
-                raise RuntimeError(f"the backend rendered {len(frames)} frames; {motion.n_frames} were asked for")
-            return frames
-
-        frames = self._on_device(render)
-        # The refiner runs on a worker of its own, overlapping the next unit's render; no device lock held.
-        yield from self._deliver(self.refine.add_frames(frames) if self.refine is not None else frames)
-
-    def _on_device(self, work: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
         self._token.check()
-        self._seconds.render_enters("queue")
-        with self._lock:
-            self._seconds.render_enters("animation")
-            return work()
+        self._seconds.render_enters("animation")
+        frames = self._frames(motion, speech)
+        if len(frames) != motion.n_frames:
+            raise RuntimeError(f"the backend rendered {len(frames)} frames; {motion.n_frames} were asked for")
+        # The refiner runs on a worker of its own, overlapping the next unit's render.
+        yield from self._deliver(self.refine.add_frames(frames) if self.refine is not None else frames)
 
     def _deliver(self, frames: list[np.ndarray]) -> Iterator[np.ndarray]:
         for frame in frames:
@@ -404,6 +476,7 @@ class Clip:
                 self._speech.stop()  # a render thread waiting for speech returns now
                 encoder.abort()
             producer.join()
+            self.head.close()
             if not finished and self.token.cancelled:
                 stopped = time.monotonic() - (self.token.cancelled_at or time.monotonic())
                 log.info("request %s cancelled after %d frames (%s; stopped %.3f s after the cancel)",

@@ -10,6 +10,7 @@ import pytest
 from runtime.media.lipsync import read_audio, video_duration
 
 from testkit.liveportrait_checkpoints import shared_random_models_dir
+from .portrait_frames import assert_each_clip_shows_its_own_portrait
 from .server import save_mp4, start_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]  # the 512 px decoder: ~20 s a frame on 2 cores
@@ -20,8 +21,16 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def liveportrait_server():
     with start_server(startup_timeout=300, AVATAR_BACKEND="liveportrait", DEVICE="cpu",
-                      MODELS_DIR=str(shared_random_models_dir(seed=0))) as server:
+                      RENDER_CAPACITY_FPS="50", MODELS_DIR=str(shared_random_models_dir(seed=0))) as server:
         yield server
+
+
+def test_two_portraits_at_once_each_come_back_in_their_own_frames(liveportrait_server, astronaut):
+    # RENDER_CAPACITY_FPS=50: both requests are admitted before the first batch measures the cpu's
+    # capacity, so the render scheduler has frames of both portraits to batch together.
+    assert_each_clip_shows_its_own_portrait(liveportrait_server, astronaut, {"text": "Hi.", "fps": 2})
+    rendering = liveportrait_server.health()["detail"]["rendering"]
+    assert rendering["mode"] == "render scheduler" and rendering["streams"] == 0
 
 
 def test_health_reports_liveportrait(liveportrait_server):
@@ -36,3 +45,4 @@ def test_generate_returns_an_mp4_as_long_as_the_speech(liveportrait_server, tmp_
     assert audio_seconds > 0.2
     assert abs(video_duration(path) - audio_seconds) <= 0.5  # one frame at 2 fps
     assert response.headers["x-avatar-backend"] == "liveportrait"
+

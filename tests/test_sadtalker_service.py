@@ -11,6 +11,7 @@ import pytest
 from runtime.media.lipsync import read_audio, video_duration
 
 from testkit.sadtalker_checkpoints import random_models_dir
+from .portrait_frames import assert_each_clip_shows_its_own_portrait
 from .server import save_mp4, start_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]  # the face renderer: seconds a frame on 2 cores
@@ -21,8 +22,16 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def sadtalker_server():
     with start_server(startup_timeout=300, AVATAR_BACKEND="sadtalker", DEVICE="cpu",
-                      MODELS_DIR=str(random_models_dir())) as server:
+                      RENDER_CAPACITY_FPS="50", MODELS_DIR=str(random_models_dir())) as server:
         yield server
+
+
+def test_two_portraits_at_once_each_come_back_in_their_own_frames(sadtalker_server, astronaut):
+    # RENDER_CAPACITY_FPS=50: both requests are admitted before the first batch measures the cpu's
+    # capacity, so the render scheduler has frames of both portraits to batch together.
+    assert_each_clip_shows_its_own_portrait(sadtalker_server, astronaut, {"text": "Hi.", "fps": 2, "size": 256})
+    rendering = sadtalker_server.health()["detail"]["rendering"]
+    assert rendering["mode"] == "render scheduler" and rendering["streams"] == 0
 
 
 def test_health_reports_sadtalker(sadtalker_server):
@@ -57,3 +66,4 @@ def test_a_size_that_is_not_installed_is_a_client_error(sadtalker_server):
     body = response.json()
     assert body["error"] == "invalid_request"
     assert "size 512 is not available on this server" in body["detail"]
+

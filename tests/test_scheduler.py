@@ -331,3 +331,35 @@ def test_late_frames_count_as_deadline_misses_and_metrics_show_the_figures():
     stats = scheduler.stats()
     assert stats.frames_per_second == pytest.approx(3 / 5.0)  # 3 frames in the 5 s window
     assert stats.capacity_frames_per_second == pytest.approx(4.0)  # one full batch: 2 frames in 0.5 s
+
+
+def test_an_idle_device_admits_one_stream_even_past_its_capacity_but_no_second():
+    scheduler, _, _ = make_scheduler(capacity=10.0)
+    alone = scheduler.open_stream(25)  # more than the device renders; refusing the only one would serve nobody
+    with pytest.raises(SchedulerBusyError):
+        scheduler.open_stream(1)
+    alone.close()
+    assert scheduler.open_stream(1).frames_per_second == 1
+
+
+def test_a_waiting_whole_file_request_stops_waiting_when_cancelled():
+    scheduler, _, _ = make_scheduler(capacity=30.0, headroom=1.0)
+    scheduler.open_stream(25)
+    token = CancelToken()
+    threading.Timer(0.1, token.cancel, args=("the client disconnected",)).start()
+    with pytest.raises(Cancelled, match="the client disconnected"):
+        scheduler.open_stream(25, wait_s=30.0, cancel_token=token)
+    assert scheduler.stats().active_streams == 1
+
+
+def test_frames_submitted_together_share_one_batch_and_a_cancelled_reader_stops_at_once():
+    scheduler, renderer, _ = make_scheduler(batch_size=4, capacity=1000.0)
+    token = CancelToken()
+    stream = scheduler.open_stream(25, cancel_token=token)
+    stream.submit_all([0.1, 0.2, 0.3], portrait(1), [None, None, None])
+    assert scheduler.step() == 3 and len(renderer.batches) == 1
+    frames = stream.frames()
+    assert len([next(frames) for _ in range(3)]) == 3
+    threading.Timer(0.1, token.cancel).start()
+    with pytest.raises(Cancelled):
+        next(frames)  # nothing more will come; the reader sees the cancel, not a hang

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -76,7 +77,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceBusyError)
     async def busy(request: Request, exc: ServiceBusyError):
-        return error_response(request, 503, "busy", str(exc), headers={"Retry-After": "5"})
+        return error_response(request, 503, "busy", str(exc),
+                              headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone):

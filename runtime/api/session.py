@@ -91,7 +91,7 @@ async def conversation(websocket: WebSocket) -> None:
         await websocket.close(code=1008)
         return
     except ServiceBusyError as error:
-        await websocket.send_json(_error("busy", str(error)))
+        await websocket.send_json({**_error("busy", str(error)), "retry_after_s": error.retry_after_s})
         await websocket.close(code=1013)
         return
     except WebSocketDisconnect:

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, Optional, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -46,8 +46,7 @@ class AvatarSession(ABC):
 
     The caller computes the motion of a speech stream incrementally (media.speech_motion.SpeechMotion)
     and hands it over in consecutive pieces; whatever must continue across pieces (the portrait's
-    preparation, pose and expression state) lives here. Not thread-safe; the caller holds the
-    device lock around each render() and consumes its frames inside it."""
+    preparation, pose and expression state) lives here. Not thread-safe: one caller at a time."""
 
     unit_frames: int = 8  # frames per render() call that use the device well (a batch)
 
@@ -56,6 +55,60 @@ class AvatarSession(ABC):
         """motion.n_frames frames (H, W, 3) RGB uint8 for frames motion.first_frame.. of the stream.
 
         speech: the stream's samples spanning exactly those frames (for backends driven by audio)."""
+
+
+class BatchRenderer(ABC):
+    """A device's frame renderer for frames of many sessions at once (the render scheduler calls it).
+
+    Each item (runtime.scheduling.WorkItem) carries one frame's driving payload, planned by a
+    BatchedSession, and that session's prepared portrait; frames of different portraits share a batch."""
+
+    batch_size: int  # frames per batch (the engine's compiled shape)
+
+    @abstractmethod
+    def estimated_frames_per_second(self) -> float:
+        """Frames per second at full batches before any was measured (the admission's starting capacity)."""
+
+    @abstractmethod
+    def __call__(self, items: Sequence[Any]) -> list[np.ndarray]:
+        """One full-portrait frame (H, W, 3) RGB uint8 per item, in order; at most batch_size items."""
+
+
+def portraits_of(items: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """A mixed batch's distinct prepared portraits (by identity, in first-seen order) and, per
+    item, the index of its own: what the engines' mixed-batch renders take."""
+    portraits: list[Any] = []
+    position: dict[int, int] = {}
+    index = []
+    for item in items:
+        key = id(item.portrait)
+        if key not in position:
+            position[key] = len(portraits)
+            portraits.append(item.portrait)
+        index.append(position[key])
+    return portraits, index
+
+
+class BatchedSession(AvatarSession):
+    """A session whose frames the device's render scheduler renders, in batches shared with other
+    sessions: it plans each frame's driving payload (carrying its state across pieces, as render()
+    does) and names its prepared portrait. Planning needs no device lock."""
+
+    portrait: Any  # the prepared portrait the batch renderer reads
+    renderer: BatchRenderer
+
+    @abstractmethod
+    def plan(self, motion: FaceMotion, speech: Speech) -> Sequence[Any]:
+        """One driving payload per frame of `motion` (motion.n_frames of them), in order."""
+
+    def render(self, motion: FaceMotion, speech: Speech) -> Iterator[np.ndarray]:
+        """The session's frames rendered alone, batch by batch (no other session shares them)."""
+        from ..scheduling import WorkItem
+
+        payloads = self.plan(motion, speech)
+        for start in range(0, len(payloads), self.renderer.batch_size):
+            chunk = payloads[start:start + self.renderer.batch_size]
+            yield from self.renderer([WorkItem(payload, self.portrait, 0.0) for payload in chunk])
 
 
 class AvatarBackend(ABC):
@@ -116,6 +169,12 @@ class AvatarBackend(ABC):
     def describe(self) -> dict:
         """Backend-specific detail for /health."""
         return {}
+
+    @property
+    def batch_renderer(self) -> Optional[BatchRenderer]:
+        """The renderer of mixed batches when this backend's sessions are BatchedSessions (one
+        render scheduler per device runs it); None: sessions render in the caller's thread."""
+        return None
 
     # Registered avatars (runtime/avatars.py) keep a backend's per-portrait work. A backend that
     # declares `prepared_portrait_type` (a dataclass of arrays and numbers) has it stored on disk too.

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from ..media.audio import Speech
-from .base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, PortraitCache
+from .base import AnimationOptions, AvatarBackend, BackendOptions, BatchedSession, BatchRenderer, PortraitCache, portraits_of
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -27,19 +27,45 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class LivePortraitSession(AvatarSession):
+# Frames per second of full batches where warm-up measured none (it does on CUDA): the H200 figure
+# (FACTS.md), and a CPU's order of magnitude (~20 s a frame on two cores).
+_ESTIMATED_FPS = {"cuda": 480.0, "mps": 5.0, "cpu": 0.05}
+
+
+class LivePortraitFrames(BatchRenderer):
+    """Frames of many sessions in one W + G batch (engines.liveportrait.mixed_batch): each item's
+    payload is its frame's driving keypoints (21, 3), its portrait the session's PreparedSource."""
+
+    def __init__(self, engine: LivePortraitEngine):
+        self.engine = engine
+        self.batch_size = engine.batch_size
+
+    def estimated_frames_per_second(self) -> float:
+        return self.engine.render_rate or _ESTIMATED_FPS.get(self.engine.device.type, 0.05)
+
+    def __call__(self, items) -> list[np.ndarray]:
+        import torch
+
+        from ..engines.liveportrait.mixed_batch import render_mixed
+
+        sources, index = portraits_of(items)
+        return render_mixed(self.engine, sources, index, torch.stack([item.payload for item in items]))
+
+
+class LivePortraitSession(BatchedSession):
     """Each frame's keypoints follow from its own motion targets: the prepared source is all it carries."""
 
-    def __init__(self, engine: LivePortraitEngine, source: PreparedSource, options: AnimationOptions):
-        self.engine, self.source, self.options = engine, source, options
-        self.unit_frames = engine.batch_size
+    def __init__(self, renderer: LivePortraitFrames, source: PreparedSource, options: AnimationOptions):
+        self.renderer, self.engine, self.portrait, self.options = renderer, renderer.engine, source, options
+        self.unit_frames = renderer.batch_size
 
-    def render(self, motion: FaceMotion, speech: Speech) -> Iterator[np.ndarray]:
+    def plan(self, motion: FaceMotion, speech: Speech) -> list:
+        """Each frame's driving keypoints, (21, 3) fp32 on the device."""
         from ..engines.liveportrait.driving import driving_targets
 
-        targets = driving_targets(motion, self.source.eye_ratios, expression_scale=self.options.expression_scale,
+        targets = driving_targets(motion, self.portrait.eye_ratios, expression_scale=self.options.expression_scale,
                                   still=self.options.still)
-        return self.engine.render(self.source, self.engine.driving_keypoints(self.source, targets))
+        return list(self.engine.driving_keypoints(self.portrait, targets))
 
 
 class LivePortraitBackend(AvatarBackend):
@@ -58,6 +84,7 @@ class LivePortraitBackend(AvatarBackend):
         self.locator = locator
         self.load_seconds = load_seconds
         self._sources: PortraitCache[PreparedSource] = PortraitCache(capacity=16)
+        self._frames = LivePortraitFrames(engine)
         self._last_request: dict[str, float] = {}  # seconds by stage, for /health and scripts/bench.py
 
     @classmethod
@@ -118,7 +145,11 @@ class LivePortraitBackend(AvatarBackend):
     def start_session(self, portrait: np.ndarray, fps: int,
                       options: AnimationOptions = AnimationOptions(),  # noqa: B008 (frozen)
                       backend_options: BackendOptions | None = None) -> LivePortraitSession:
-        return LivePortraitSession(self.engine, self._sources.get_or_compute(portrait, self._prepare), options)
+        return LivePortraitSession(self._frames, self._sources.get_or_compute(portrait, self._prepare), options)
+
+    @property
+    def batch_renderer(self) -> LivePortraitFrames:
+        return self._frames
 
     @property
     def preparations(self) -> int:

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ..errors import BackendUnavailable, UserInputError
 from ..media.audio import Speech, resample
-from .base import AnimationOptions, AvatarBackend, AvatarSession, BackendOptions, PortraitCache
+from .base import AnimationOptions, AvatarBackend, BackendOptions, BatchedSession, BatchRenderer, PortraitCache, portraits_of
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -34,38 +34,73 @@ class SadTalkerOptions(BackendOptions):
     size: Optional[Literal[256, 512]] = Field(None, description="Render size (default: the smallest loaded).")
 
 
-class SadTalkerSession(AvatarSession):
+# Frames per second of full 256 px batches where warm-up measured none (it does on CUDA): the H200
+# figure (FACTS.md), and a CPU's order of magnitude.
+_ESTIMATED_FPS = {"cuda": 290.0, "mps": 5.0, "cpu": 0.2}
+
+
+class SadTalkerFrames(BatchRenderer):
+    """Frames of many sessions in shared renderer batches (engines.sadtalker.mixed_batch): each
+    item's payload is its frame's coefficient window (C, 27), its portrait the session's
+    PreparedPortrait. Portraits prepared at another size render in a batch of their own."""
+
+    def __init__(self, engine: "SadTalkerEngine"):
+        self.engine = engine
+        self.batch_size = engine.batch_sizes[engine.default_size]
+
+    def estimated_frames_per_second(self) -> float:
+        measured = self.engine.render_rates.get(self.engine.default_size)
+        return measured or _ESTIMATED_FPS.get(self.engine.device.type, 0.2)
+
+    def __call__(self, items) -> list[np.ndarray]:
+        import torch
+
+        from ..engines.sadtalker.mixed_batch import render_mixed
+
+        frames: list[np.ndarray] = [np.empty(0)] * len(items)
+        for size in sorted({item.portrait.size for item in items}):
+            rows = [row for row, item in enumerate(items) if item.portrait.size == size]
+            batch = self.engine.batch_sizes[size]
+            for start in range(0, len(rows), batch):
+                chunk = rows[start:start + batch]
+                portraits, index = portraits_of([items[row] for row in chunk])
+                windows = torch.from_numpy(np.stack([items[row].payload for row in chunk]))
+                for row, frame in zip(chunk, render_mixed(self.engine, portraits, index, windows)):
+                    frames[row] = frame
+        return frames
+
+
+class SadTalkerSession(BatchedSession):
     """SadTalker's motion for a stream, piece by piece: the engine's DrivingStream carries speech
     context, pose, latents and blinks from one piece to the next, so the head moves on where the
     last piece left it. A unit is a whole number of render batches (at least 2 s): no padded
-    batch between full units."""
+    batch between full units. The device's render scheduler renders the planned windows."""
 
-    def __init__(self, engine: "SadTalkerEngine", prepared: "PreparedPortrait", fps: int, options: AnimationOptions,
+    def __init__(self, renderer: SadTalkerFrames, prepared: "PreparedPortrait", fps: int, options: AnimationOptions,
                  backend_options: SadTalkerOptions):
-        from ..engines.batched_render import RenderTimings
         from ..engines.sadtalker.coefficients import MotionRequest
 
-        self.engine, self.prepared, self.fps = engine, prepared, fps
+        self.renderer, self.engine, self.portrait, self.fps = renderer, renderer.engine, prepared, fps
         request = MotionRequest(expression_scale=options.expression_scale, pose_style=backend_options.pose_style,
                                 still=options.still)
-        self.driving = engine.driving_stream(prepared, fps, request)
-        batch = engine.batch_sizes[prepared.size]
+        self.driving = self.engine.driving_stream(prepared, fps, request)
+        batch = self.engine.batch_sizes[prepared.size]
         self.unit_frames = batch * max(1, math.ceil(2 * fps / batch))
         self.units = 0
         self.motion_seconds = 0.0
-        self.render_timings = RenderTimings()  # summed over the units
 
-    def render(self, motion: "FaceMotion", speech: Speech) -> Iterator[np.ndarray]:
+    def plan(self, motion: "FaceMotion", speech: Speech) -> list[np.ndarray]:
+        """Each frame's mapping-net window, (C, 27) float32, continuing the stream's motion."""
         started = time.perf_counter()
         windows = self.driving.windows(resample(speech, 16000).samples, motion.first_frame, motion.n_frames)
         self.motion_seconds += time.perf_counter() - started
         self.units += 1
-        yield from self.engine.render(self.prepared, windows)
-        self.render_timings.add(self.engine.host_frames.last)
+        return list(windows.astype(np.float32, copy=False))
 
     def stages(self) -> dict:
-        """Seconds by stage over the units so far, for /health and scripts/bench.py."""
-        return {"units": self.units, "motion_seconds": round(self.motion_seconds, 4), **self.render_timings.as_dict()}
+        """Seconds by stage over the units so far, for /health and scripts/bench.py (rendering is
+        the scheduler's: /metrics)."""
+        return {"units": self.units, "motion_seconds": round(self.motion_seconds, 4)}
 
 
 class SadTalkerBackend(AvatarBackend):
@@ -88,6 +123,7 @@ class SadTalkerBackend(AvatarBackend):
         self.load_seconds = load_seconds
         self._portraits: dict[int, PortraitCache["PreparedPortrait"]] = {
             size: PortraitCache(capacity=16) for size in engine.sizes}
+        self._frames = SadTalkerFrames(engine)
         self._last_request: dict[str, float] = {}  # seconds by stage, for /health and scripts/bench.py
         self._last_session: Optional[SadTalkerSession] = None  # the last request's, when it streamed
 
@@ -155,8 +191,12 @@ class SadTalkerBackend(AvatarBackend):
         started = time.perf_counter()
         prepared = self._portraits[size].get_or_compute(portrait, lambda image: self._prepare(image, size))
         self._last_request = {"portrait_seconds": round(time.perf_counter() - started, 4)}
-        self._last_session = SadTalkerSession(self.engine, prepared, fps, options, backend_options)
+        self._last_session = SadTalkerSession(self._frames, prepared, fps, options, backend_options)
         return self._last_session
+
+    @property
+    def batch_renderer(self) -> SadTalkerFrames:
+        return self._frames
 
     @property
     def preparations(self) -> int:

@@ -1,4 +1,5 @@
 """Frames of many streams rendered in shared batches on one device (see scheduler.py)."""
+from .admission import Admission
 from .scheduler import (
     RenderWorkItems,
     RenderFailed,
@@ -10,6 +11,7 @@ from .scheduler import (
 )
 
 __all__ = [
+    "Admission",
     "RenderWorkItems",
     "RenderFailed",
     "RenderScheduler",

@@ -1,16 +1,23 @@
-"""The scheduler's figures as Prometheus metrics, read from `RenderScheduler.stats()` at each scrape."""
+"""The rendering figures as Prometheus metrics, read from `stats()` at each scrape: the device's
+RenderScheduler, or ParallelRendering (streams that render in their own threads)."""
 from __future__ import annotations
+
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .scheduler import RenderScheduler
+from .scheduler import SchedulerStats
+
+
+class RenderStatsSource(Protocol):
+    def stats(self) -> SchedulerStats: ...
 
 
 class SchedulerCollector:
     """A custom collector: one `stats()` snapshot per scrape, so the figures agree with each other."""
 
-    def __init__(self, scheduler: RenderScheduler, device: str):
+    def __init__(self, scheduler: RenderStatsSource, device: str):
         self.scheduler = scheduler
         self.device = device
 
@@ -31,6 +38,8 @@ class SchedulerCollector:
             family.add_metric([self.device], float(value))
             yield family
         counters = [
+            ("avatar_render_frames", "Frames the render scheduler (or the parallel streams) rendered",
+             stats.frames_rendered),
             ("avatar_render_batches", "Batches the render scheduler ran", stats.batches_run),
             ("avatar_render_deadline_misses", "Frames handed back after their playback deadline",
              stats.deadline_misses),
@@ -46,6 +55,6 @@ class SchedulerCollector:
         return []
 
 
-def register_scheduler_metrics(registry: CollectorRegistry, scheduler: RenderScheduler, device: str) -> None:
+def register_scheduler_metrics(registry: CollectorRegistry, scheduler: RenderStatsSource, device: str) -> None:
     """Export `scheduler`'s figures in `registry` (the app's `Metrics.registry`)."""
     registry.register(SchedulerCollector(scheduler, device))

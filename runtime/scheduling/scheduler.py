@@ -11,10 +11,11 @@ one from its own real-time pace (frame i is due i / fps after the stream opened)
 whole-file request therefore competes at real-time pace only; everything it renders faster than
 that comes from batch slots the live streams left empty, so it cannot starve them.
 
-Admission: every stream declares the frames per second it needs. The scheduler admits a stream
-only while the sum of admitted demands stays within `headroom` of its capacity (frames per second
-at its batch size, measured from the full batches it ran, starting from a configured estimate);
-otherwise it refuses with `SchedulerBusyError` (a ServiceBusyError carrying a Retry-After).
+Admission (admission.py): every stream declares the frames per second it needs. The scheduler
+admits a stream only while the sum of admitted demands stays within `headroom` of its capacity
+(frames per second at its batch size, measured from the full batches it ran, starting from a
+configured estimate); otherwise it refuses with `SchedulerBusyError` (a ServiceBusyError carrying a
+Retry-After).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Iterator, Optional, Sequence
 
-from ..cancellation import CancelToken, Cancelled
-from ..errors import ServiceBusyError
+from ..cancellation import CancelToken, Cancelled, wait_cancellably
+from .admission import Admission, SchedulerBusyError
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,6 @@ class WorkItem:
 
 # items -> one result per item, in the same order. Padding to a compiled batch size is the engine's.
 RenderWorkItems = Callable[[Sequence[WorkItem]], Sequence[Any]]
-
-
-class SchedulerBusyError(ServiceBusyError):
-    """Admitting one more stream would make an admitted stream fall behind real time."""
-
-    def __init__(self, detail: str, retry_after_s: float):
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 class RenderFailed(RuntimeError):
@@ -79,8 +72,10 @@ class Stream:
     """
 
     def __init__(self, scheduler: "RenderScheduler", stream_id: int, frames_per_second: float,
-                 opened_at: float, start_delay_s: float, cancel_token: Optional[CancelToken], name: str):
+                 opened_at: float, start_delay_s: float, cancel_token: Optional[CancelToken], name: str,
+                 ticket: int):
         self.id = stream_id
+        self.ticket = ticket  # its admission
         self.name = name
         self.frames_per_second = frames_per_second
         self.opened_at = opened_at
@@ -103,7 +98,13 @@ class Stream:
 
     def submit(self, payload: Any, portrait: Any, deadline: Optional[float] = None) -> None:
         """Queue one frame. Without a deadline it is due at the stream's own pace (`paced_deadline`)."""
-        self._scheduler._submit(self, payload, portrait, deadline)
+        self._scheduler._submit(self, [payload], portrait, [deadline])
+
+    def submit_all(self, payloads: Sequence[Any], portrait: Any, deadlines: Sequence[Optional[float]]) -> None:
+        """Queue several frames at once (one batch can take them all, not the first alone)."""
+        if len(payloads) != len(deadlines):
+            raise ValueError(f"{len(payloads)} payloads for {len(deadlines)} deadlines")
+        self._scheduler._submit(self, payloads, portrait, deadlines)
 
     def finish(self) -> None:
         """No more frames will be submitted; `frames()` ends once those submitted are handed back."""
@@ -140,6 +141,10 @@ class Stream:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """The stream is done with: drop what is still pending and give its share of capacity back."""
         self._scheduler._cancel(self, Cancelled("stream closed"), only_if_unfinished=True)
 
 
@@ -166,30 +171,21 @@ class RenderScheduler:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if initial_capacity_fps <= 0:
-            raise ValueError(f"initial_capacity_fps must be > 0, got {initial_capacity_fps}")
-        if not 0 < headroom <= 1:
-            raise ValueError(f"headroom must be in (0, 1], got {headroom}")
         self.batch_size = batch_size
-        self.headroom = headroom
-        self.retry_after_s = retry_after_s
+        self.admission = Admission(initial_capacity_fps, headroom=headroom, retry_after_s=retry_after_s)
         self.rate_window_s = rate_window_s
         self._render_batch = render_batch
         self._clock = clock
         self._lock = threading.Lock()
         self._work_ready = threading.Condition(self._lock)  # the worker waits for items
         self._results_ready = threading.Condition(self._lock)  # readers wait for frames
-        self._capacity_freed = threading.Condition(self._lock)  # waiting admissions
         self._streams: dict[int, Stream] = {}
         self._next_stream_id = itertools.count(1)
         self._next_submission = itertools.count()
-        self._capacity_fps = float(initial_capacity_fps)
-        self._full_batches_measured = 0
         self._recent_batches: Deque[tuple[float, int]] = collections.deque()  # (finished at, frames)
         self._frames_rendered = 0
         self._batches_run = 0
         self._deadline_misses = 0
-        self._refused = 0
         self._worker: Optional[threading.Thread] = None
         self._stopping = False
 
@@ -210,55 +206,38 @@ class RenderScheduler:
         up to that many real seconds for capacity (whole-file requests can wait; live sessions
         should not).
         """
-        if frames_per_second <= 0:
-            raise ValueError(f"frames_per_second must be > 0, got {frames_per_second}")
-        give_up_at = time.monotonic() + wait_s
+        ticket = self.admission.admit(frames_per_second, wait_s=wait_s, cancel_token=cancel_token)
         with self._lock:
-            while not self._fits(frames_per_second):
-                remaining = give_up_at - time.monotonic()
-                if remaining <= 0:
-                    self._refused += 1
-                    raise SchedulerBusyError(
-                        f"rendering is at capacity ({self._admitted_fps():.0f} of "
-                        f"{self._capacity_fps * self.headroom:.0f} frames/s admitted); try again shortly",
-                        retry_after_s=self.retry_after_s,
-                    )
-                self._capacity_freed.wait(remaining)
             stream = Stream(self, next(self._next_stream_id), frames_per_second, self._clock(),
-                            start_delay_s, cancel_token, name)
+                            start_delay_s, cancel_token, name, ticket)
             self._streams[stream.id] = stream
             return stream
-
-    def _fits(self, frames_per_second: float) -> bool:
-        return self._admitted_fps() + frames_per_second <= self._capacity_fps * self.headroom
-
-    def _admitted_fps(self) -> float:
-        return sum(stream.frames_per_second for stream in self._streams.values())
 
     def _release(self, stream: Stream) -> None:
         """Give a stream's share back (lock held)."""
         if not stream._closed:
             stream._closed = True
             self._streams.pop(stream.id, None)
-            self._capacity_freed.notify_all()
+            self.admission.release(stream.ticket)
 
     @property
     def capacity_fps(self) -> float:
-        with self._lock:
-            return self._capacity_fps
+        return self.admission.capacity_fps
 
     # ---- a stream's calls ------------------------------------------------------------------
 
-    def _submit(self, stream: Stream, payload: Any, portrait: Any, deadline: Optional[float]) -> None:
+    def _submit(self, stream: Stream, payloads: Sequence[Any], portrait: Any,
+                deadlines: Sequence[Optional[float]]) -> None:
         with self._lock:
             if stream._error is not None:
                 raise stream._error
             if stream._finished:
                 raise RuntimeError(f"stream {stream.id} was finished; no more frames can be submitted")
-            if deadline is None:
-                deadline = stream.paced_deadline(stream._submitted)
-            stream._submitted += 1
-            stream._pending.append((next(self._next_submission), WorkItem(payload, portrait, deadline)))
+            for payload, deadline in zip(payloads, deadlines):
+                if deadline is None:
+                    deadline = stream.paced_deadline(stream._submitted)
+                stream._submitted += 1
+                stream._pending.append((next(self._next_submission), WorkItem(payload, portrait, deadline)))
             self._work_ready.notify()
 
     def _finish(self, stream: Stream) -> None:
@@ -284,16 +263,27 @@ class RenderScheduler:
         self._results_ready.notify_all()
 
     def _next_result(self, stream: Stream, timeout_s: Optional[float]) -> Any:
+        give_up_at = None if timeout_s is None else time.monotonic() + timeout_s
+        found: list[Any] = []
+
+        def ready(poll_s: float) -> bool:
+            if stream._results:
+                found.append(stream._results.popleft())
+                return True
+            if stream._error is not None:
+                raise stream._error
+            if stream._finished and stream._drained:
+                found.append(_END)
+                return True
+            if give_up_at is not None and time.monotonic() >= give_up_at:
+                raise TimeoutError(f"no frame for stream {stream.id} within {timeout_s} s")
+            self._results_ready.wait(poll_s if give_up_at is None else min(poll_s, give_up_at - time.monotonic()))
+            return False
+
+        tokens = [stream.cancel_token] if stream.cancel_token is not None else []
         with self._lock:
-            while True:
-                if stream._results:
-                    return stream._results.popleft()
-                if stream._error is not None:
-                    raise stream._error
-                if stream._finished and stream._drained:
-                    return _END
-                if not self._results_ready.wait(timeout_s):
-                    raise TimeoutError(f"no frame for stream {stream.id} within {timeout_s} s")
+            wait_cancellably(ready, *tokens)  # a reader whose request is cancelled stops at once
+        return found[0]
 
     # ---- batching --------------------------------------------------------------------------
 
@@ -359,11 +349,7 @@ class RenderScheduler:
             self._recent_batches.popleft()
         # Only a full batch says what the device does at batch_size; a partial one may be padded.
         if frames == self.batch_size and seconds > 0:
-            measured = frames / seconds
-            self._full_batches_measured += 1
-            weight = 1.0 if self._full_batches_measured == 1 else 0.2
-            self._capacity_fps += weight * (measured - self._capacity_fps)
-            self._capacity_freed.notify_all()
+            self.admission.measured(frames / seconds)
 
     # ---- the worker thread -----------------------------------------------------------------
 
@@ -412,12 +398,12 @@ class RenderScheduler:
             recent = [frames for finished, frames in self._recent_batches if finished >= now - self.rate_window_s]
             return SchedulerStats(
                 active_streams=len(self._streams),
-                admitted_frames_per_second=self._admitted_fps(),
-                capacity_frames_per_second=self._capacity_fps,
+                admitted_frames_per_second=self.admission.admitted_fps,
+                capacity_frames_per_second=self.admission.capacity_fps,
                 frames_per_second=sum(recent) / self.rate_window_s,
                 batch_fill=sum(recent) / (len(recent) * self.batch_size) if recent else 0.0,
                 frames_rendered=self._frames_rendered,
                 batches_run=self._batches_run,
                 deadline_misses=self._deadline_misses,
-                refused_streams=self._refused,
+                refused_streams=self.admission.refused,
             )
