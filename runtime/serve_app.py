@@ -277,7 +277,8 @@ def _avatar_deployment(config: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the avatar service on Ray Serve (HOST:PORT from the settings)")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="Serve config file (default serve_config.yaml)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="Serve config file (default serve_config.yaml)")
     parser.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local one)")
     parser.add_argument("--replicas", type=int, help="a fixed replica count instead of the config's autoscaling")
     parser.add_argument("--gpus-per-replica", type=float, help="0: replicas on CPUs (default: the config's)")

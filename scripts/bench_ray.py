@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--max-ongoing-requests", type=int, default=None,
                         help="requests a replica holds at once, the rest wait at the proxy (default: the config's)")
     parser.add_argument("--text", default=TEN_SECONDS_OF_SPEECH)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each replica count, alternating; the best counts")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="runs of each replica count, alternating; the best counts")
     args = parser.parse_args()
     concurrency = args.concurrency or args.requests
     cores = os.cpu_count() or 1

@@ -218,7 +218,8 @@ def test_the_serve_engine_ray_command_serves_and_stops_its_cluster_on_sigterm(tm
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.serve_app", "--num-cpus", "1", "--metrics-export-port", str(free_port())], cwd=REPO, start_new_session=True,
+            [sys.executable, "-m", "runtime.serve_app", "--num-cpus", "1", "--metrics-export-port", str(free_port())],
+            cwd=REPO, start_new_session=True,
             stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "PORT": str(port), "AVATAR_BACKEND": "meshwarp", "AVATAR_ENV_FILE": "",
                  "MODELS_DIR": str(tmp_path / "no-models"), "DATA_DIR": str(tmp_path / "data")})
