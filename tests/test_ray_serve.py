@@ -255,7 +255,9 @@ def ray_service(tmp_path_factory) -> RayService:
             replicas=2, gpus_per_replica=0, cpus_per_replica=1,
             # Two requests a replica at once: four concurrent requests always reach both replicas.
             max_ongoing_requests=2, graceful_shutdown_timeout_s=90,
-            env={"AVATAR_BACKEND": "meshwarp", "AVATAR_ENV_FILE": "",
+            # Streams run two at a time on a replica here; admission (tested on its own) must not
+            # refuse the second on a loaded 2-core machine.
+            env={"AVATAR_BACKEND": "meshwarp", "AVATAR_ENV_FILE": "", "RENDER_CAPACITY_FPS": "1000",
                  "MODELS_DIR": str(tmp_path_factory.mktemp("no-models")),
                  "DATA_DIR": str(tmp_path_factory.mktemp("shared-data"))},
         )
