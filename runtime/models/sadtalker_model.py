@@ -140,7 +140,8 @@ class SadTalkerBackend(AvatarBackend):
             raise BackendUnavailable(f"cannot import the SadTalker engine: {error}") from error
         try:
             engine = SadTalkerEngine.load(settings.models_dir / "sadtalker", device.name,
-                                          compile_renderer=settings.sadtalker_compile)
+                                          compile_renderer=settings.sadtalker_compile,
+                                          compile_cache_dir=settings.models_dir / ".cache" / "inductor")
         except CheckpointError as error:
             raise BackendUnavailable(f"{error} (run scripts/setup_sadtalker.sh)") from error
         warm_up(engine)  # compiles (and captures the CUDA graph) here, never in a request

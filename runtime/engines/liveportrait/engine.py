@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from ..batched_render import (CapturedBatch, FaceBox, HostFrames, capture_if_cuda, measure_frames_per_second,
                               padded_batches)
+from ..compile_cache import use_compile_cache, writable_cache_dir
 from . import crop as crop_ops
 from .checkpoints import CheckpointError, LivePortraitNetworks, load_networks
 from .config import FEATURE_VOLUME
@@ -326,20 +327,6 @@ def load_for_serving(liveportrait_dir: Path, device: str, compile_requested: boo
         return load(False)
 
 
-def writable_cache_dir(directory: Path) -> Path | None:
-    """`directory` for inductor's caches if it can be created and written, else None (inductor's
-    default under /tmp: every restart compiles again), with a warning naming the folder."""
-    try:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        log.warning("cannot write the compile cache %s (%s): each start compiles again", directory, error)
-        return None
-    if not os.access(directory, os.W_OK):
-        log.warning("compile cache %s is read-only: each start compiles again", directory)
-        return None
-    return Path(directory)
-
-
 def compile_problems() -> list[str]:
     """Why compile=True would fail on this machine ([] when nothing is missing): Triton builds a
     small C launcher the first time it runs, which needs a C compiler and Python's headers."""
@@ -351,14 +338,6 @@ def compile_problems() -> list[str]:
     if not headers.exists():
         problems.append(f"no Python headers ({headers}; install python3-dev)")
     return problems
-
-
-def use_compile_cache(directory: Path) -> None:
-    """Point inductor's on-disk caches (FX graphs, autotuning, Triton kernels) at `directory`, so a
-    restarted process reuses compiled kernels instead of compiling again. Process-wide: inductor
-    reads the variable whenever it touches its cache."""
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.resolve())
 
 
 def warm_up(engine: LivePortraitEngine) -> float:

@@ -28,6 +28,7 @@ import torch
 
 from ...media.audio import frame_count
 from ..batched_render import FaceBox, HostFrames, measure_frames_per_second, padded_batches, to_device
+from ..compile_cache import use_compile_cache, writable_cache_dir
 from .alignment import align_for_recon, face_crop, five_points
 from .audio_features import AUDIO, speech_frame_windows
 from .checkpoint import CheckpointError
@@ -88,14 +89,15 @@ class SadTalkerEngine:
     def load(cls, sadtalker_dir: Path, device: str | torch.device, sizes: tuple[int, ...] = SUPPORTED_SIZES,
              mapping_kind: str = "full", dtype: torch.dtype | None = None,
              batch_size: int | None = None, compile_renderer: bool | None = None,
-             conv_dtype: torch.dtype | None = None) -> "SadTalkerEngine":
+             conv_dtype: torch.dtype | None = None, compile_cache_dir: Path | None = None) -> "SadTalkerEngine":
         """Load every size in `sizes` whose safetensors file exists (at least one must).
 
         compile_renderer: torch.compile the render batch (default: on cuda only; the
         compilation happens in `warm_up`). conv_dtype: precision of the decoder and hourglass
         (default: bf16 on a CPU whose bf16 convolutions are measurably faster: about 1.9x per
         frame on the 2-core CI CPU, at about 1/255 mean difference; else the engine's dtype).
-        Raises CheckpointError naming the missing file(s)."""
+        compile_cache_dir: where inductor keeps its caches across restarts when compiling (made
+        if it can be; compile_cache.py; process-wide). Raises CheckpointError naming the missing file(s)."""
         device = torch.device(device)
         sadtalker_dir = Path(sadtalker_dir)
         present = [s for s in sizes if checkpoint_paths(sadtalker_dir, s, mapping_kind)[0].is_file()]
@@ -115,6 +117,8 @@ class SadTalkerEngine:
         batch_sizes = {s: batch_size or default_batch_size(device, s) for s in present}
         engine = cls(nets, device, dtype or DEFAULT_DTYPE[device.type], batch_sizes, conv_dtype=conv_dtype)
         if compile_renderer if compile_renderer is not None else device.type == "cuda":
+            if compile_cache_dir is not None and (cache := writable_cache_dir(Path(compile_cache_dir))):
+                use_compile_cache(cache)
             for renderer in engine.renderers.values():
                 renderer.compile()
         return engine
