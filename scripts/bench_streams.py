@@ -35,14 +35,14 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import av  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from local_service import local_service  # noqa: E402  (scripts/ is on the path when run as a script)
 from runtime.config import PACKAGE_DIR  # noqa: E402
 from runtime.media.fmp4 import FragmentReader  # noqa: E402
+from testkit.mp4 import first_video_frame  # noqa: E402
+from testkit.service import local_service  # noqa: E402
 
 TEXT = ("Good morning, and welcome to the show. Today we are going to talk about the mountains of the north, "
         "the rivers that run down from them, and the small towns along their banks, where people still bake "
@@ -59,16 +59,6 @@ def portrait(seed: int) -> str:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(image + noise, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def decodes_a_frame(data: bytes) -> bool:
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            for _ in container.decode(video=0):
-                return True
-    except (av.error.FFmpegError, ValueError, IndexError):
-        return False
-    return False
 
 
 def percentile(values: list[float], share: float) -> Optional[float]:
@@ -121,7 +111,7 @@ def one_stream(url: str, body: dict, start: threading.Barrier, results: list, in
                     for fragment in reader.feed(chunk):
                         arrivals.append((now, fragment.start_seconds("video")))
                         frames += fragment.runs["video"].samples
-                    if first_frame is None and arrivals and decodes_a_frame(bytes(data)):
+                    if first_frame is None and arrivals and first_video_frame(bytes(data)) is not None:
                         first_frame = time.perf_counter() - started
         except httpx.HTTPError as error:
             results[index] = {"status": f"{type(error).__name__}: {error}"}
