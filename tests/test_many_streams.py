@@ -45,7 +45,8 @@ def test_two_concurrent_streams_both_deliver_complete_valid_streams(default_serv
         with av.open(io.BytesIO(body)) as container:
             frames = sum(1 for _ in container.decode(video=0))
             audio = container.streams.audio[0]
-            audio_seconds = float(audio.duration * audio.time_base) if audio.duration else fragments[-1].end_seconds("audio")
+            audio_seconds = (float(audio.duration * audio.time_base) if audio.duration
+                             else fragments[-1].end_seconds("audio"))
         video_seconds = fragments[-1].end_seconds("video")
         assert frames == round(video_seconds * 25) > 50  # every frame of the clip is there and decodes
         assert abs(video_seconds - audio_seconds) <= 0.1

@@ -7,7 +7,8 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, TypeVar
+from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, Optional, Protocol,
+                    Sequence, TypeVar)
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError

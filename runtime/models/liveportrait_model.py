@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from ..media.audio import Speech
-from .base import AnimationOptions, AvatarBackend, BackendOptions, BatchedSession, BatchRenderer, PortraitCache, portraits_of
+from .base import (AnimationOptions, AvatarBackend, BackendOptions, BatchedSession, BatchRenderer, PortraitCache,
+                   portraits_of)
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -17,7 +17,8 @@ from pydantic import Field
 
 from ..errors import BackendUnavailable, UserInputError
 from ..media.audio import Speech, resample
-from .base import AnimationOptions, AvatarBackend, BackendOptions, BatchedSession, BatchRenderer, PortraitCache, portraits_of
+from .base import (AnimationOptions, AvatarBackend, BackendOptions, BatchedSession, BatchRenderer, PortraitCache,
+                   portraits_of)
 
 if TYPE_CHECKING:
     from ..config import Settings
