@@ -122,6 +122,14 @@ def one_stream(url: str, body: dict, start: threading.Barrier, results: list, in
                       "started": started, "finished": started + finished}
 
 
+def backend_name(client: httpx.Client) -> Optional[str]:
+    """The server's avatar backend from /health; None where it has no such endpoint."""
+    try:
+        return client.get("/health", timeout=10).json().get("avatar_backend")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+
+
 def run_streams(url: str, bodies: list[dict]) -> dict:
     count = len(bodies)
     results: list = [None] * count
@@ -229,7 +237,7 @@ def main() -> None:
             for image in dict.fromkeys(images):  # each portrait prepared once, outside the figures
                 warm = {"text": "Warm up.", **({"image": image} if image else {})}
                 client.post("/generate", json=warm).raise_for_status()
-            backend = client.get("/health").json().get("avatar_backend")
+            backend = backend_name(client)
         for count in args.streams:
             print(json.dumps({"backend": backend, "mode": "streams", **run_streams(url, bodies(count))}), flush=True)
         for count in args.whole_file:
