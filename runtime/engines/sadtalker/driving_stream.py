@@ -23,7 +23,7 @@ from .coefficients import (PIPELINE, MotionRequest, blink_ratios, check_pose_sty
                            driving_coefficients, predict_motion, smooth_pose)
 
 if TYPE_CHECKING:
-    from .engine import PreparedPortrait, SadTalkerEngine
+    from .networks import SadTalkerNetworks
 
 SAMPLES_PER_FRAME = AUDIO.sample_rate // AUDIO.fps  # 640 samples of 16 kHz speech per 25 fps frame
 MEL_COLUMNS_CYCLE = 5  # every 5 frames (3.2 mel columns each) a frame starts on a whole mel column
@@ -36,14 +36,17 @@ class DrivingStream:
     Motion is computed at the networks' 25 fps and resampled to the stream's fps, as
     `SadTalkerEngine.driving_windows` does for a whole clip. Not thread-safe (one per session)."""
 
-    def __init__(self, engine: "SadTalkerEngine", portrait: "PreparedPortrait", fps: float, request: MotionRequest):
-        self.nets = engine.nets[portrait.size]
+    def __init__(self, nets: "SadTalkerNetworks", device: torch.device, channels: int, source_coeffs: np.ndarray,
+                 fps: float, request: MotionRequest):
+        """nets: the engine's networks for the portrait's render size; channels: the mapping net's
+        coefficient channels; source_coeffs: the portrait's prepared 3DMM coefficients."""
+        self.nets = nets
         check_pose_style(self.nets.audio2pose, request)
-        self.device = engine.device
-        self.channels = engine.coeff_channels
-        self.source_coeffs = portrait.source_coeffs
+        self.device = device
+        self.channels = channels
+        self.source_coeffs = source_coeffs
         self.fps, self.request = fps, request
-        self._source = torch.from_numpy(portrait.source_coeffs.astype(np.float32)).to(engine.device)
+        self._source = torch.from_numpy(source_coeffs.astype(np.float32)).to(device)
         self._blink_rng = np.random.default_rng(request.seed)
         self._latents = torch.Generator().manual_seed(request.seed)
         self._speech = np.zeros(0, np.float32)  # 16 kHz speech from sample _speech_start of the stream on
@@ -51,7 +54,7 @@ class DrivingStream:
         self._motion_frames = 0  # 25 fps frames whose motion is computed
         self._raw_pose = np.zeros((0, 6), np.float32)  # the last unsmoothed poses, smoothed with the next
         self._shown_pose: np.ndarray | None = None  # (6,) the last frame's smoothed pose
-        self._coeffs = np.zeros((0, len(portrait.source_coeffs)), np.float32)  # the last rows, the windows' past
+        self._coeffs = np.zeros((0, len(source_coeffs)), np.float32)  # the last rows, the windows' past
         self._windows = np.zeros((0, self.channels * (2 * PIPELINE.semantic_radius + 1)), np.float32)
         self._windows_start = 0  # 25 fps frame of _windows[0]
         self.frames = 0  # output frames handed out so far

@@ -208,7 +208,7 @@ class SadTalkerEngine:
                        request: MotionRequest = MotionRequest()) -> DrivingStream:
         """The mapping net's input for speech that arrives piece by piece, continuous across
         pieces (a streaming session's; see driving_stream.py)."""
-        return DrivingStream(self, portrait, fps, request)
+        return DrivingStream(self.nets[portrait.size], self.device, self.coeff_channels, portrait.source_coeffs, fps, request)
 
     def render(self, portrait: PreparedPortrait, windows: np.ndarray) -> Iterator[np.ndarray]:
         """Mapping-net windows (N, C, 27) -> N full-portrait frames (H, W, 3) uint8, lazily, in
