@@ -188,8 +188,9 @@ def serve_config(config_path: Path = DEFAULT_CONFIG, *, host: Optional[str] = No
     proxy.update({key: value for key, value in (("host", host), ("port", port)) if value is not None})
     application = config["applications"][0]
     deployment = _avatar_deployment(config)
+    deployment.update(deployment_overrides)
     actor = deployment.setdefault("ray_actor_options", {})
-    if replicas is not None:
+    if replicas is not None:  # a fixed count wins over autoscaling, the file's or an override's
         deployment.pop("autoscaling_config", None)
         deployment["num_replicas"] = replicas
     if gpus_per_replica is not None:
@@ -203,7 +204,6 @@ def serve_config(config_path: Path = DEFAULT_CONFIG, *, host: Optional[str] = No
     # Replicas log the address clients use: the proxy's.
     runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), "HOST": proxy.get("host", "127.0.0.1"),
                                "PORT": str(proxy.get("port", 8000)), **(env or {})}
-    deployment.update(deployment_overrides)
     return config
 
 

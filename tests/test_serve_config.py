@@ -47,3 +47,13 @@ def test_a_fixed_replica_count_on_cpus_replaces_autoscaling_and_gpus():
 def test_a_misspelt_option_is_refused_not_ignored():
     with pytest.raises(ValueError, match="max_ongoing_request"):
         serve_config(DEFAULT_CONFIG, max_ongoing_request=2)
+
+
+def test_a_fixed_replica_count_wins_over_the_local_clusters_autoscaling_cap():
+    # `python -m runtime.serve_app --replicas 1` passes both: the count and fit_local_cluster's cap
+    capped = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 12}
+    config = serve_config(DEFAULT_CONFIG, replicas=1, gpus_per_replica=1, autoscaling_config=capped)
+    ServeDeploySchema.model_validate(config)
+    deployment = deployment_of(config)
+    assert deployment["num_replicas"] == 1 and "autoscaling_config" not in deployment
+    assert deployment["ray_actor_options"]["num_gpus"] == 1
