@@ -178,9 +178,11 @@ class GenerationService:
         for worker in workers:
             worker.join()
         seconds = time.perf_counter() - started
-        for worker in workers:
-            if worker.error is not None:
-                raise worker.error
+        failed = next((worker.error for worker in workers if worker.error is not None), None)
+        if failed is not None:  # the requests will fail the same way, each with its own 500 and log
+            log.warning("Parallel rendering: measuring the capacity failed (%s: %s); admission uses the estimate",
+                        type(failed).__name__, failed)
+            return
         measured = sum(worker.result for worker in workers) / seconds
         self.parallel.admission.measured(measured)
         log.info("Parallel rendering: %d clips at once render and encode %.0f frames/s here", clips, measured)
