@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import sys
 import threading
@@ -37,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from runtime.config import PACKAGE_DIR  # noqa: E402
 from runtime.media.fmp4 import FragmentReader  # noqa: E402
 from testkit.mp4 import first_video_frame  # noqa: E402
 from testkit.service import local_service  # noqa: E402
+
+from bench_stream import new_portrait  # noqa: E402  (scripts/ is on the path when run as a script)
 
 TEXT = ("Good morning, and welcome to the show. Today we are going to talk about the mountains of the north, "
         "the rivers that run down from them, and the small towns along their banks, where people still bake "
@@ -50,15 +49,6 @@ TEXT = ("Good morning, and welcome to the show. Today we are going to talk about
 
 SCHEDULER_COUNTERS = ("avatar_render_frames_total", "avatar_render_batches_total",
                       "avatar_render_deadline_misses_total", "avatar_render_streams_refused_total")
-
-
-def portrait(seed: int) -> str:
-    """The bundled portrait with faint noise: its own image hash, so each client has its own portrait."""
-    image = np.asarray(Image.open(PACKAGE_DIR / "assets" / "default_avatar.png").convert("RGB")).astype(np.int16)
-    noise = np.random.default_rng(seed).integers(-2, 3, size=image.shape)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(image + noise, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def percentile(values: list[float], share: float) -> Optional[float]:
@@ -226,7 +216,7 @@ def main() -> None:
     if args.fps:
         base["fps"] = args.fps
     most = max(args.streams + args.whole_file + [1])
-    images = [None] * most if args.same_portrait else [portrait(seed) for seed in range(most)]
+    images = [None] * most if args.same_portrait else [new_portrait(seed) for seed in range(most)]
 
     def bodies(count: int) -> list[dict]:
         return [{**base, **({"image": images[index]} if images[index] else {})} for index in range(count)]
